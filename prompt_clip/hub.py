@@ -296,17 +296,56 @@ def push_adapter(
     Returns:
         `str`: the URL of the commit (or pull request).
     """
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    api.create_repo(repo_id=repo_id, private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:
         save_adapter(model, folder)
-        info = api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,
+        return push_adapter_folder(
+            folder,
+            repo_id,
+            token=token,
+            private=private,
             revision=revision,
             commit_message=commit_message or f"Upload {model.config.method} adapter with prompt_clip",
             create_pr=create_pr,
         )
+
+
+def push_adapter_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    token: str | bool | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    create_pr: bool = False,
+) -> str:
+    """Uploads a saved adapter folder (`save_pretrained` output) to the Hub, without loading a CLIP.
+
+    The config and the weights are read first, so a corrupt or foreign folder is refused before anything is
+    uploaded; only the adapter's own files are sent.
+
+    Returns:
+        `str`: the URL of the commit (or pull request).
+    """
+    from huggingface_hub import HfApi
+
+    folder = Path(folder)
+    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{folder} is not a saved adapter: {path.name} is missing (save_pretrained writes it)."
+            )
+    values = read_adapter_config(str(config_path))
+    get_method(values["method"])
+    read_adapter_weights(str(weights_path))
+    api = HfApi(token=token)
+    api.create_repo(repo_id=repo_id, private=private, exist_ok=True)
+    info = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        revision=revision,
+        commit_message=commit_message or f"Upload {values['method']} adapter with prompt_clip",
+        create_pr=create_pr,
+        allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME],
+    )
     return str(getattr(info, "pr_url", None) or getattr(info, "commit_url", info))

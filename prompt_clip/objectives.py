@@ -303,9 +303,11 @@ class PromptSRCObjective(Objective):
         }
 
     def __call__(self, model: PromptModel, pixel_values: torch.Tensor, labels: torch.Tensor) -> ObjectiveOutput:
+        # The prompted pass goes through `model`, which may be a DistributedDataParallel wrapper (gradients are
+        # synchronised by its forward); the frozen features read the PromptModel inside it.
         output = model(pixel_values)
         ce = F.cross_entropy(output.logits, labels.to(output.logits.device))
-        terms = self.terms(model, pixel_values, output)
+        terms = self.terms(getattr(model, "module", model), pixel_values, output)
         weighted = {
             "ce": ce,
             "text_l1": self.weight_text * terms["text_l1"],

@@ -1,0 +1,465 @@
+"""The field's evaluation protocols: few-shot, base-to-novel (with HM), open-world, cross-dataset and domain
+generalisation, over methods, datasets and seeds.
+
+```python
+runner = ProtocolRunner(clip, tokenizer, data_root="DATA", output_dir="results", seeds=(1, 2, 3))
+for method in ("zeroshot", "coop", "maple"):
+    runner.base_to_novel(method, "EuroSAT", open_world=True)
+print(render_tables(runner.records))
+```
+
+Every run writes its raw record (and its adapter) under `output_dir/runs/...`; a later call with the same recipe,
+data and CLIP reuses the record instead of training again, so an interrupted sweep continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .data import (
+    DatasetSplits,
+    ImageTransform,
+    PromptDataset,
+    few_shot_splits,
+    load_dataset,
+    select_classes,
+)
+from .evaluation import harmonic_mean, open_world_metrics, predict
+from .learner import ClipShape
+from .methods import CoOpConfig
+from .model import PromptModel, get_prompt_model
+from .recipes import Recipe, get_recipe, scale_depths
+from .reporting import save_results
+from .training import PromptTrainer
+
+#: The method name of the zero-shot CLIP baseline (no training; the dataset's hand-written template).
+ZERO_SHOT = "zeroshot"
+
+#: Targets of the cross-dataset protocol (the source, ImageNet by default, is left out when it is listed here).
+CROSS_DATASET_TARGETS = (
+    "Caltech101",
+    "OxfordPets",
+    "StanfordCars",
+    "Flowers102",
+    "Food101",
+    "FGVCAircraft",
+    "SUN397",
+    "DTD",
+    "EuroSAT",
+    "UCF101",
+)
+
+#: Targets of the domain-generalisation protocol.
+DOMAIN_GENERALISATION_TARGETS = ("ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR")
+
+#: Shots of the few-shot protocol.
+FEW_SHOT_SHOTS = (1, 2, 4, 8, 16)
+
+
+def _fingerprint(values: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class ProtocolRunner:
+    """Runs the field's protocols for any method on any dataset, one CLIP loaded once.
+
+    Args:
+        clip (`transformers.CLIPModel`): the frozen base model (moved to the device you want to train on). Each run
+            injects its method and unloads it afterwards, so the CLIP is shared by all runs.
+        tokenizer: the CLIP's tokenizer.
+        data_root (`str` or `os.PathLike`, *optional*): the folder holding the datasets in the CoOp layout; needed
+            when datasets are given by name.
+        output_dir (`str` or `os.PathLike`, *optional*): where raw records, adapters, `results.json/csv` and the
+            few-shot draws go. Without it nothing is written and nothing is reused.
+        seeds (`Sequence[int]`, defaults to `(1, 2, 3)`): the field's three seeds.
+        shots (`int`, defaults to 16): training images per class (base-to-novel, cross-dataset).
+        image_processor (`transformers.CLIPImageProcessor`, *optional*): gives the image size and statistics;
+            read from the CLIP's config (OpenAI statistics) when omitted.
+        training_overrides (`dict`, *optional*): `TrainingConfig` fields forced on every recipe (e.g.
+            `{"mixed_precision": "bf16"}` or a short `epochs` for a smoke test).
+        config_overrides (`dict[str, dict]`, *optional*): per-method `PromptConfig` fields, e.g.
+            `{"maple": {"depth": 3}}`.
+        eval_batch_size (`int`, defaults to 100): the field's test batch.
+        reuse_results (`bool`, defaults to `True`): reuse a finished run's record when its fingerprint matches.
+        save_adapters (`bool`, defaults to `True`): save each trained adapter beside its record.
+        scale_depth (`bool`, defaults to `True`): rescale the recipes' layer counts (written for 12-layer ViT-B/16)
+            to the CLIP's depth with `prompt_clip.recipes.scale_depths`; no change for a 12-layer CLIP.
+        progress (`bool`, defaults to `True`): show progress bars.
+    """
+
+    def __init__(
+        self,
+        clip: torch.nn.Module,
+        tokenizer: Any,
+        data_root: str | os.PathLike | None = None,
+        output_dir: str | os.PathLike | None = None,
+        seeds: Sequence[int] = (1, 2, 3),
+        shots: int = 16,
+        image_processor: Any = None,
+        training_overrides: dict[str, Any] | None = None,
+        config_overrides: dict[str, dict[str, Any]] | None = None,
+        eval_batch_size: int = 100,
+        reuse_results: bool = True,
+        save_adapters: bool = True,
+        scale_depth: bool = True,
+        progress: bool = True,
+    ) -> None:
+        if not seeds:
+            raise ValueError("ProtocolRunner needs at least one seed, e.g. seeds=(1, 2, 3).")
+        self.clip = clip
+        self.tokenizer = tokenizer
+        self.data_root = Path(data_root) if data_root is not None else None
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.seeds = tuple(seeds)
+        self.shots = shots
+        self.training_overrides = dict(training_overrides or {})
+        self.config_overrides = {key.lower(): dict(value) for key, value in (config_overrides or {}).items()}
+        self.eval_batch_size = eval_batch_size
+        self.reuse_results = reuse_results
+        self.save_adapters = save_adapters
+        self.scale_depth = scale_depth
+        self.progress = progress
+        if image_processor is not None:
+            self.train_transform = ImageTransform.from_processor(image_processor, train=True)
+            self.test_transform = ImageTransform.from_processor(image_processor, train=False)
+        else:
+            self.train_transform = ImageTransform.from_clip_config(clip.config, train=True)
+            self.test_transform = ImageTransform.from_clip_config(clip.config, train=False)
+        self.records: list[dict[str, Any]] = []
+        self._datasets: dict[str, DatasetSplits] = {}
+
+    # -- inputs --------------------------------------------------------------------------------------------------
+
+    def dataset(self, dataset: str | DatasetSplits) -> DatasetSplits:
+        """A dataset by catalog name (read once from `data_root`, validated before any training) or as given."""
+        if isinstance(dataset, DatasetSplits):
+            return dataset
+        if dataset not in self._datasets:
+            if self.data_root is None:
+                raise ValueError(f"Dataset {dataset!r} given by name but the ProtocolRunner has no data_root.")
+            self._datasets[dataset] = load_dataset(dataset, self.data_root)
+        return self._datasets[dataset]
+
+    def recipe(self, method: str | Recipe, protocol: str, dataset: str | None = None) -> Recipe:
+        """The recipe of `method` for `protocol`, with this runner's overrides applied."""
+        recipe = method if isinstance(method, Recipe) else get_recipe(method, protocol, dataset)
+        config = recipe.config
+        if self.scale_depth and not isinstance(method, Recipe):
+            shape = ClipShape.from_clip_config(self.clip.config)
+            config = scale_depths(config, min(shape.text_layers, shape.vision_layers))
+        config = config.replace(**self.config_overrides.get(recipe.name, {}))
+        training = recipe.training.replace(**self.training_overrides)
+        return Recipe(recipe.name, config, training, recipe.source)
+
+    def _few_shot(self, splits: DatasetSplits, shots: int, seed: int) -> DatasetSplits:
+        cache = self.output_dir / "few_shot" if self.output_dir is not None else None
+        return few_shot_splits(splits, shots, seed, cache_dir=cache)
+
+    def _test_set(self, splits: DatasetSplits) -> PromptDataset:
+        return PromptDataset(splits.test, self.test_transform, image_loader=splits.image_loader)
+
+    # -- one run -------------------------------------------------------------------------------------------------
+
+    def _run_dir(self, *parts: Any) -> Path | None:
+        if self.output_dir is None:
+            return None
+        return self.output_dir.joinpath("runs", *(str(part) for part in parts))
+
+    def _reuse(self, run_dir: Path | None, fingerprint: str) -> list[dict[str, Any]] | None:
+        if run_dir is None or not self.reuse_results:
+            return None
+        path = run_dir / "result.json"
+        if not path.is_file():
+            return None
+        records = json.loads(path.read_text(encoding="utf-8"))
+        if not records or any(record.get("fingerprint") != fingerprint for record in records):
+            return None
+        return records
+
+    def _store(self, run_dir: Path | None, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.records.extend(records)
+        if run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            temporary = run_dir / ".result.json.tmp"
+            temporary.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
+            os.replace(temporary, run_dir / "result.json")
+        if self.output_dir is not None:
+            save_results(self.records, self.output_dir)
+        return records
+
+    def _fingerprint(self, recipe: Recipe | None, **values: Any) -> str:
+        shape = ClipShape.from_clip_config(self.clip.config).to_dict()
+        base = {"clip": getattr(self.clip, "name_or_path", ""), "shape": shape, "version": __version__, **values}
+        if recipe is not None:
+            base.update(config=recipe.config.to_dict(), training=recipe.training.to_dict())
+        return _fingerprint(base)
+
+    @staticmethod
+    def _checkpoint_dir(run_dir: Path | None, fingerprint: str) -> Path | None:
+        """The run's checkpoint folder, emptied when it holds checkpoints of another recipe or CLIP."""
+        if run_dir is None:
+            return None
+        checkpoints = run_dir / "checkpoints"
+        marker = checkpoints / "fingerprint.txt"
+        if checkpoints.exists() and (not marker.is_file() or marker.read_text().strip() != fingerprint):
+            shutil.rmtree(checkpoints)
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        marker.write_text(fingerprint + "\n")
+        return checkpoints
+
+    def _train(
+        self, recipe: Recipe, train_splits: DatasetSplits, seed: int, run_dir: Path | None, fingerprint: str
+    ) -> tuple[PromptModel, dict[str, Any]]:
+        """Trains one method on one few-shot training set; the caller must `unload()` the returned model."""
+        config = recipe.config.replace(template=train_splits.template)
+        training = recipe.training.replace(seed=seed, progress=self.progress and recipe.training.progress)
+        checkpoints = self._checkpoint_dir(run_dir, fingerprint)
+        model = get_prompt_model(self.clip, config, tokenizer=self.tokenizer, classnames=train_splits.classnames)
+        try:
+            dataset = PromptDataset(train_splits.train, self.train_transform, image_loader=train_splits.image_loader)
+            trainer = PromptTrainer(model, dataset, training, output_dir=checkpoints)
+            # Checkpoints exist so that an interrupted run resumes exactly; a finished run keeps only its adapter.
+            output = trainer.train(resume_from_checkpoint=checkpoints is not None)
+            model = trainer.model
+            if run_dir is not None and self.save_adapters:
+                model.save_pretrained(run_dir / "adapter")
+            if checkpoints is not None:
+                shutil.rmtree(checkpoints, ignore_errors=True)
+        except BaseException:
+            model.unload()
+            raise
+        trainable, _ = model.get_nb_trainable_parameters()
+        info = {
+            "trainable_params": trainable,
+            "train_time_s": round(output.train_time_s, 3),
+            "train_images_per_s": round(output.images_per_second, 2),
+            "train_loss": output.loss,
+            "train_accuracy": output.accuracy,
+        }
+        return model, info
+
+    def _zero_shot_model(self, splits: DatasetSplits) -> PromptModel:
+        # Any method works: with its adapter disabled, a PromptModel is CLIP with the config's template.
+        config = CoOpConfig(n_ctx=1, template=splits.template)
+        return get_prompt_model(self.clip, config, tokenizer=self.tokenizer, classnames=splits.classnames)
+
+    def _accuracy(self, model: PromptModel, splits: DatasetSplits, zero_shot: bool) -> float:
+        return self._predictions(model, splits, zero_shot).accuracy()
+
+    def _predictions(self, model: PromptModel, splits: DatasetSplits, zero_shot: bool):
+        model.set_classnames(splits.classnames)
+        return predict(
+            model,
+            self._test_set(splits),
+            batch_size=self.eval_batch_size,
+            mixed_precision=self.training_overrides.get("mixed_precision", "no"),
+            zero_shot=zero_shot,
+        )
+
+    def _model_for(
+        self, recipe: Recipe | None, splits: DatasetSplits, seed: int, run_dir: Path | None, fingerprint: str
+    ) -> tuple[PromptModel, dict[str, Any]]:
+        if recipe is None:
+            return self._zero_shot_model(splits), {"trainable_params": 0, "train_time_s": 0.0}
+        return self._train(recipe, splits, seed, run_dir, fingerprint)
+
+    def _method_name(self, method: str | Recipe) -> str:
+        return method.name if isinstance(method, Recipe) else method.lower()
+
+    # -- protocols -----------------------------------------------------------------------------------------------
+
+    def base_to_novel(
+        self, method: str | Recipe, dataset: str | DatasetSplits, open_world: bool = False
+    ) -> list[dict[str, Any]]:
+        """Trains on the base half of the classes (`shots` per class) and tests base and novel apart (with HM);
+        with `open_world=True` also tests all images among all classes (BMIP's open-world protocol).
+
+        Returns:
+            `list[dict]`: one record per seed with `base`, `novel`, `hm` (and `open_world_all`,
+            `open_world_base`, `open_world_novel`, `open_world_hm`).
+        """
+        full = self.dataset(dataset)
+        base, novel = select_classes(full, "base"), select_classes(full, "novel")
+        name = self._method_name(method)
+        zero_shot = name == ZERO_SHOT
+        recipe = None if zero_shot else self.recipe(method, "base_to_novel", full.name)
+        records = []
+        for seed in self.seeds:
+            run_dir = self._run_dir("base_to_novel", full.name, name, f"seed{seed}")
+            fingerprint = self._fingerprint(
+                recipe, protocol="base_to_novel", dataset=full.name, seed=seed, shots=self.shots, open_world=open_world
+            )
+            reused = self._reuse(run_dir, fingerprint)
+            if reused is not None:
+                records += self._store(None, reused)
+                continue
+            train = self._few_shot(base, self.shots, seed)
+            model, info = self._model_for(recipe, train, seed, run_dir, fingerprint)
+            try:
+                base_accuracy = self._accuracy(model, base, zero_shot)
+                novel_accuracy = self._accuracy(model, novel, zero_shot)
+                record = {
+                    "protocol": "base_to_novel",
+                    "method": name,
+                    "dataset": full.name,
+                    "seed": seed,
+                    "shots": self.shots,
+                    "base": base_accuracy,
+                    "novel": novel_accuracy,
+                    "hm": harmonic_mean(base_accuracy, novel_accuracy),
+                }
+                if open_world:
+                    base_labels = range(base.num_classes)  # select_classes keeps label order: base ids come first
+                    metrics = open_world_metrics(self._predictions(model, full, zero_shot), base_labels)
+                    record.update({f"open_world_{key}": value for key, value in metrics.items()})
+            finally:
+                model.unload()
+            record.update(info, fingerprint=fingerprint)
+            records += self._store(run_dir, [record])
+        return records
+
+    def few_shot(
+        self, method: str | Recipe, dataset: str | DatasetSplits, shots: Iterable[int] = FEW_SHOT_SHOTS
+    ) -> list[dict[str, Any]]:
+        """Trains and tests on all classes at each number of shots.
+
+        Returns:
+            `list[dict]`: one record per (shots, seed) with `accuracy`.
+        """
+        full = self.dataset(dataset)
+        name = self._method_name(method)
+        zero_shot = name == ZERO_SHOT
+        recipe = None if zero_shot else self.recipe(method, "few_shot", full.name)
+        records = []
+        for k in shots:
+            for seed in self.seeds:
+                run_dir = self._run_dir("few_shot", full.name, name, f"shots{k}-seed{seed}")
+                fingerprint = self._fingerprint(recipe, protocol="few_shot", dataset=full.name, seed=seed, shots=k)
+                reused = self._reuse(run_dir, fingerprint)
+                if reused is not None:
+                    records += self._store(None, reused)
+                    continue
+                train = self._few_shot(full, k, seed)
+                model, info = self._model_for(recipe, train, seed, run_dir, fingerprint)
+                try:
+                    accuracy = self._accuracy(model, full, zero_shot)
+                finally:
+                    model.unload()
+                record = {
+                    "protocol": "few_shot",
+                    "method": name,
+                    "dataset": full.name,
+                    "seed": seed,
+                    "shots": k,
+                    "accuracy": accuracy,
+                    **info,
+                    "fingerprint": fingerprint,
+                }
+                records += self._store(run_dir, [record])
+        return records
+
+    def transfer(
+        self,
+        method: str | Recipe,
+        source: str | DatasetSplits,
+        targets: Iterable[str | DatasetSplits],
+        protocol: str = "cross_dataset",
+    ) -> list[dict[str, Any]]:
+        """Trains on all classes of `source` (`shots` per class) and evaluates on the source and, without further
+        training, on each target with the target's class names.
+
+        Args:
+            method: a recipe name, `"zeroshot"` or a `Recipe`.
+            source: the training dataset (ImageNet in the field; AMMPL also uses Food101).
+            targets: the datasets to evaluate on.
+            protocol (`str`, defaults to `"cross_dataset"`): the record's protocol name
+                (`"domain_generalisation"` for ImageNet's variants).
+
+        Returns:
+            `list[dict]`: per seed, one record for the source and one per target, each with `accuracy`.
+        """
+        source_splits = self.dataset(source)
+        target_splits = [self.dataset(target) for target in targets]
+        name = self._method_name(method)
+        zero_shot = name == ZERO_SHOT
+        recipe = None if zero_shot else self.recipe(method, protocol, source_splits.name)
+        records = []
+        for seed in self.seeds:
+            run_dir = self._run_dir(protocol, source_splits.name, name, f"seed{seed}")
+            fingerprint = self._fingerprint(
+                recipe,
+                protocol=protocol,
+                source=source_splits.name,
+                targets=[target.name for target in target_splits],
+                seed=seed,
+                shots=self.shots,
+            )
+            reused = self._reuse(run_dir, fingerprint)
+            if reused is not None:
+                records += self._store(None, reused)
+                continue
+            train = self._few_shot(source_splits, self.shots, seed)
+            model, info = self._model_for(recipe, train, seed, run_dir, fingerprint)
+            run_records = []
+            try:
+                for target in [source_splits, *target_splits]:
+                    start = time.perf_counter()
+                    accuracy = self._accuracy(model, target, zero_shot)
+                    run_records.append(
+                        {
+                            "protocol": protocol,
+                            "method": name,
+                            "source": source_splits.name,
+                            "dataset": target.name,
+                            "seed": seed,
+                            "shots": self.shots,
+                            "accuracy": accuracy,
+                            "eval_time_s": round(time.perf_counter() - start, 3),
+                            **info,
+                            "fingerprint": fingerprint,
+                        }
+                    )
+            finally:
+                model.unload()
+            records += self._store(run_dir, run_records)
+        return records
+
+    def cross_dataset(
+        self,
+        method: str | Recipe,
+        source: str | DatasetSplits = "ImageNet",
+        targets: Iterable[str | DatasetSplits] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Cross-dataset transfer: train on `source` (ImageNet by default), test on the other datasets."""
+        if targets is None:
+            source_name = source if isinstance(source, str) else source.name
+            targets = [name for name in CROSS_DATASET_TARGETS if name.lower() != source_name.lower()]
+        return self.transfer(method, source, targets, protocol="cross_dataset")
+
+    def domain_generalisation(
+        self,
+        method: str | Recipe,
+        source: str | DatasetSplits = "ImageNet",
+        targets: Iterable[str | DatasetSplits] = DOMAIN_GENERALISATION_TARGETS,
+    ) -> list[dict[str, Any]]:
+        """Domain generalisation: the ImageNet-trained model on ImageNetV2, -Sketch, -A and -R."""
+        return self.transfer(method, source, targets, protocol="domain_generalisation")
+
+
+__all__ = [
+    "ProtocolRunner",
+    "ZERO_SHOT",
+    "CROSS_DATASET_TARGETS",
+    "DOMAIN_GENERALISATION_TARGETS",
+    "FEW_SHOT_SHOTS",
+]
