@@ -38,7 +38,7 @@ from .evaluation import harmonic_mean, open_world_metrics, predict
 from .learner import ClipShape
 from .methods import CoOpConfig
 from .model import PromptModel, get_prompt_model
-from .recipes import Recipe, get_recipe, scale_depths
+from .recipes import Recipe, get_recipe, scale_to_clip
 from .reporting import save_results
 from .training import PromptTrainer
 
@@ -92,8 +92,8 @@ class ProtocolRunner:
         eval_batch_size (`int`, defaults to 100): the field's test batch.
         reuse_results (`bool`, defaults to `True`): reuse a finished run's record when its fingerprint matches.
         save_adapters (`bool`, defaults to `True`): save each trained adapter beside its record.
-        scale_depth (`bool`, defaults to `True`): rescale the recipes' layer counts (written for 12-layer ViT-B/16)
-            to the CLIP's depth with `prompt_clip.recipes.scale_depths`; no change for a 12-layer CLIP.
+        scale_depth (`bool`, defaults to `True`): rescale the recipes' layer counts and VP's frame (written for
+            ViT-B/16) to the CLIP's shape with `prompt_clip.recipes.scale_to_clip`; no change for ViT-B/16 shapes.
         progress (`bool`, defaults to `True`): show progress bars.
     """
 
@@ -155,8 +155,7 @@ class ProtocolRunner:
         recipe = method if isinstance(method, Recipe) else get_recipe(method, protocol, dataset)
         config = recipe.config
         if self.scale_depth and not isinstance(method, Recipe):
-            shape = ClipShape.from_clip_config(self.clip.config)
-            config = scale_depths(config, min(shape.text_layers, shape.vision_layers))
+            config = scale_to_clip(config, ClipShape.from_clip_config(self.clip.config))
         config = config.replace(**self.config_overrides.get(recipe.name, {}))
         training = recipe.training.replace(**self.training_overrides)
         return Recipe(recipe.name, config, training, recipe.source)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .config import PromptConfig
+from .learner import ClipShape
 from .methods import (
     AMMPLConfig,
     BloomConfig,
@@ -146,31 +147,32 @@ DEPTH_FIELDS: dict[str, tuple[str, ...]] = {
     "bloom": ("insert_start", "insert_end"),
 }
 
-#: The number of layers the published recipes were written for (CLIP ViT-B/16).
+#: The CLIP the published recipes were written for: ViT-B/16, 12 layers per tower, 224x224 images.
 REFERENCE_LAYERS = 12
+REFERENCE_IMAGE_SIZE = 224
 
 
-def scale_depths(config: PromptConfig, num_layers: int) -> PromptConfig:
-    """Rescales a recipe's layer counts from ViT-B/16's 12 layers to a CLIP with `num_layers` layers.
+def scale_to_clip(config: PromptConfig, shape: ClipShape) -> PromptConfig:
+    """Rescales a recipe's sizes from ViT-B/16 to another CLIP shape, keeping them relative.
 
-    A recipe's "depth 9 of 12" becomes `round(9 * num_layers / 12)` (at least 1, at most `num_layers`), so the
-    published recipes run on smaller or deeper CLIPs with the same relative depth. Unchanged for 12 layers.
+    Layer counts ("depth 9 of 12") become `round(9 * layers / 12)` (at least 1, at most the layers of the shallower
+    tower), and VP's frame width (30 of 224 pixels) scales with the image size. Unchanged for ViT-B/16 shapes.
 
     Args:
         config (`PromptConfig`): a recipe's config.
-        num_layers (`int`): the layers of the CLIP's shallower tower.
+        shape (`ClipShape`): the CLIP's shape (`ClipShape.from_clip_config(clip.config)`).
     """
-    fields = DEPTH_FIELDS.get(config.method, ())
-    if num_layers == REFERENCE_LAYERS or not fields:
-        return config
     changes = {}
-    for name in fields:
-        value = getattr(config, name)
-        low = 0 if name == "insert_start" else 1
-        changes[name] = min(num_layers, max(low, round(value * num_layers / REFERENCE_LAYERS)))
-    if "insert_start" in changes and changes["insert_start"] >= changes["insert_end"]:
-        changes["insert_start"] = changes["insert_end"] - 1
-    return config.replace(**changes)
+    layers = min(shape.text_layers, shape.vision_layers)
+    if layers != REFERENCE_LAYERS:
+        for name in DEPTH_FIELDS.get(config.method, ()):
+            low = 0 if name == "insert_start" else 1
+            changes[name] = min(layers, max(low, round(getattr(config, name) * layers / REFERENCE_LAYERS)))
+        if "insert_start" in changes and changes["insert_start"] >= changes["insert_end"]:
+            changes["insert_start"] = changes["insert_end"] - 1
+    if config.method == "vp" and shape.image_size != REFERENCE_IMAGE_SIZE:
+        changes["pad_size"] = max(1, round(config.pad_size * shape.image_size / REFERENCE_IMAGE_SIZE))
+    return config.replace(**changes) if changes else config
 
 
 def list_recipes() -> list[str]:

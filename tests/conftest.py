@@ -10,6 +10,11 @@ from prompt_clip.tokenization import openai_clip_tokenizer
 
 CLASSNAMES = ["cat", "dog", "golden_retriever", "sea lion"]
 
+# The tests' CLIPs are tiny: intra-op threads bring nothing, and on a busy 2-core machine every hand-off between
+# threads can wait a scheduler slice (measured here: a 2-epoch tiny training run took 0.28 s on one thread and
+# 19.8 s on two while other jobs ran).
+torch.set_num_threads(1)
+
 
 def tiny_clip_config(**overrides) -> CLIPConfig:
     """Text and vision widths differ on purpose, so a mix-up of the two fails loudly."""
