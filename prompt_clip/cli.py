@@ -425,9 +425,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, ImportError) as error:
+    except (ValueError, KeyError, FileNotFoundError, ImportError) as error:
         # Errors of ours name the problem and the fix; a traceback would only hide the message.
-        print(f"error: {error}", file=sys.stderr)
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
 

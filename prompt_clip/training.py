@@ -276,7 +276,8 @@ class PromptTrainer:
         self.objective = objective if objective is not None else build_objective(self.config)
         # Autocast is applied here rather than by accelerate, which would patch the model's forward in place.
         # Accumulation is handled here too, grouped per epoch, so that a resumed run groups batches identically.
-        self.accelerator = accelerator or Accelerator(rng_types=[])
+        # A model on the CPU stays there: accelerate then runs several processes (torchrun-style launch) over gloo.
+        self.accelerator = accelerator or Accelerator(rng_types=[], cpu=model.device.type == "cpu")
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         if not self.parameters:
             raise ValueError("The model has no trainable parameter; was the adapter disabled or unloaded?")
