@@ -69,6 +69,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from clip_shapes import tiny_config, vit_b16_config
 from transformers import CLIPConfig, CLIPModel
 
 import prompt_clip.model as prompt_model_module
@@ -102,41 +103,6 @@ class Shape:
     train_reps: int
     train_warmup: int  # untimed rounds of training steps (inference is warmed up by its correctness checks)
     inner: int  # calls per timed repetition (>1 for the tiny model, whose calls take about a millisecond)
-
-
-def tiny_config() -> CLIPConfig:
-    text = dict(
-        vocab_size=49408,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        max_position_embeddings=77,
-    )
-    vision = dict(
-        hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=2, image_size=32, patch_size=8
-    )
-    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=24)
-
-
-def vit_b16_config() -> CLIPConfig:
-    text = dict(
-        vocab_size=49408,
-        hidden_size=512,
-        intermediate_size=2048,
-        num_hidden_layers=12,
-        num_attention_heads=8,
-        max_position_embeddings=77,
-    )
-    vision = dict(
-        hidden_size=768,
-        intermediate_size=3072,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        image_size=224,
-        patch_size=16,
-    )
-    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=512)
 
 
 def shapes(quick: bool) -> list[Shape]:

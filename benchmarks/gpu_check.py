@@ -19,7 +19,8 @@ import tempfile
 import time
 
 import torch
-from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+from clip_shapes import vit_b16_config
+from transformers import CLIPModel, CLIPTokenizer
 
 from prompt_clip import (
     AMMPLConfig,
@@ -50,21 +51,6 @@ CONFIGS = {
     "bloom": BloomConfig(),
     "ammpl": AMMPLConfig(mask_mode="shared"),
 }
-
-
-def vit_b16_config() -> CLIPConfig:
-    return CLIPConfig(
-        text_config={"hidden_size": 512, "intermediate_size": 2048, "num_attention_heads": 8, "num_hidden_layers": 12},
-        vision_config={
-            "hidden_size": 768,
-            "intermediate_size": 3072,
-            "num_attention_heads": 12,
-            "num_hidden_layers": 12,
-            "image_size": 224,
-            "patch_size": 16,
-        },
-        projection_dim=512,
-    )
 
 
 def train_step(model: PromptModel, images, labels, dtype: torch.dtype) -> float:

@@ -9,10 +9,11 @@ weights give the same count as the real model); the reported accuracies are the 
 from __future__ import annotations
 
 import re
+import sys
 import tempfile
 from pathlib import Path
 
-from transformers import CLIPConfig, CLIPModel
+from transformers import CLIPModel
 
 from prompt_clip import (
     AMMPLConfig,
@@ -31,6 +32,10 @@ from prompt_clip import (
 from prompt_clip.tokenization import openai_clip_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
+# The ViT-B/16 shape is defined once, in benchmarks/clip_shapes.py (shared with the benchmarks and examples).
+sys.path.insert(0, str(ROOT))
+from benchmarks.clip_shapes import vit_b16_config  # noqa: E402
+
 N_CLASSES = 10  # only matters for class-specific parameters (AMMPL's default)
 
 # (name, config, prompted, depth, image-conditioned text, reported "base / novel / HM" (source))
@@ -66,19 +71,7 @@ ROWS = [
 
 
 def vit_b16_clip() -> CLIPModel:
-    config = CLIPConfig(
-        text_config={"hidden_size": 512, "intermediate_size": 2048, "num_attention_heads": 8, "num_hidden_layers": 12},
-        vision_config={
-            "hidden_size": 768,
-            "intermediate_size": 3072,
-            "num_attention_heads": 12,
-            "num_hidden_layers": 12,
-            "image_size": 224,
-            "patch_size": 16,
-        },
-        projection_dim=512,
-    )
-    return CLIPModel(config).eval()
+    return CLIPModel(vit_b16_config()).eval()
 
 
 def render() -> str:

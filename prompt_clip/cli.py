@@ -192,17 +192,21 @@ def command_list(args: argparse.Namespace) -> int:
 def command_train(args: argparse.Namespace) -> int:
     from .data import PromptDataset, few_shot_splits
     from .evaluation import predict
+    from .learner import ClipShape
     from .model import get_prompt_model
-    from .recipes import get_recipe
-    from .training import PromptTrainer
+    from .recipes import get_recipe, scale_to_clip
+    from .training import PromptTrainer, seed_everything
 
     splits = _load_splits(args)
     recipe = get_recipe(args.method, "few_shot" if args.subset == "all" else "base_to_novel", splits.name)
-    config = recipe.config.replace(template=splits.template, **_config_overrides(args.set))
+    clip, tokenizer, processor = _load_clip(args)
+    # The recipes are written for ViT-B/16: rescale layer counts (and VP's frame) to this CLIP, then apply --set.
+    config = scale_to_clip(recipe.config, ClipShape.from_clip_config(clip.config))
+    config = config.replace(template=splits.template, **_config_overrides(args.set))
     training = recipe.training.replace(seed=args.seed, **_training_overrides(args))
     train_splits = few_shot_splits(splits, args.shots, args.seed, cache_dir=Path(args.output_dir) / "few_shot")
-    clip, tokenizer, processor = _load_clip(args)
     train_transform, test_transform = _transforms(clip, processor)
+    seed_everything(args.seed)
     model = get_prompt_model(clip, config, tokenizer=tokenizer, classnames=train_splits.classnames)
     model.print_trainable_parameters()
     dataset = PromptDataset(train_splits.train, train_transform, image_loader=train_splits.image_loader)

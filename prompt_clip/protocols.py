@@ -40,7 +40,7 @@ from .methods import CoOpConfig
 from .model import PromptModel, get_prompt_model
 from .recipes import Recipe, get_recipe, scale_to_clip
 from .reporting import save_results
-from .training import PromptTrainer
+from .training import PromptTrainer, seed_everything
 
 #: The method name of the zero-shot CLIP baseline (no training; the dataset's hand-written template).
 ZERO_SHOT = "zeroshot"
@@ -223,6 +223,7 @@ class ProtocolRunner:
         config = recipe.config.replace(template=train_splits.template)
         training = recipe.training.replace(seed=seed, progress=self.progress and recipe.training.progress)
         checkpoints = self._checkpoint_dir(run_dir, fingerprint)
+        seed_everything(seed)  # the prompts' random initialisation is part of the seeded run
         model = get_prompt_model(self.clip, config, tokenizer=self.tokenizer, classnames=train_splits.classnames)
         try:
             dataset = PromptDataset(train_splits.train, self.train_transform, image_loader=train_splits.image_loader)
@@ -294,7 +295,7 @@ class ProtocolRunner:
         recipe = None if zero_shot else self.recipe(method, "base_to_novel", full.name)
         records = []
         for seed in self.seeds:
-            run_dir = self._run_dir("base_to_novel", full.name, name, f"seed{seed}")
+            run_dir = self._run_dir("base_to_novel", full.name, name, f"shots{self.shots}-seed{seed}")
             fingerprint = self._fingerprint(
                 recipe, protocol="base_to_novel", dataset=full.name, seed=seed, shots=self.shots, open_world=open_world
             )
@@ -394,7 +395,7 @@ class ProtocolRunner:
         recipe = None if zero_shot else self.recipe(method, protocol, source_splits.name)
         records = []
         for seed in self.seeds:
-            run_dir = self._run_dir(protocol, source_splits.name, name, f"seed{seed}")
+            run_dir = self._run_dir(protocol, source_splits.name, name, f"shots{self.shots}-seed{seed}")
             fingerprint = self._fingerprint(
                 recipe,
                 protocol=protocol,

@@ -49,11 +49,33 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def save_results(records: Sequence[dict[str, Any]], output_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """Writes `results.json` and `results.csv` (all records, every field) into `output_dir`, atomically."""
+#: The fields that identify one run's record; a newer record with the same values replaces the older one.
+RECORD_KEY = ("protocol", "method", "dataset", "source", "seed", "shots")
+
+
+def _record_key(record: dict[str, Any]) -> tuple:
+    return tuple(record.get(field) for field in RECORD_KEY)
+
+
+def save_results(
+    records: Sequence[dict[str, Any]], output_dir: str | os.PathLike, merge: bool = True
+) -> tuple[Path, Path]:
+    """Writes `results.json` and `results.csv` (every field) into `output_dir`, atomically.
+
+    Args:
+        records: the records to write.
+        output_dir (`str` or `os.PathLike`): the folder.
+        merge (`bool`, defaults to `True`): keep the records already in `results.json` that `records` does not
+            replace (same protocol, method, dataset, source, seed and shots), so that several sweeps into one
+            folder add up instead of overwriting each other.
+    """
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = folder / RESULTS_JSON, folder / RESULTS_CSV
+    if merge and json_path.is_file():
+        new_keys = {_record_key(record) for record in records}
+        kept = [record for record in load_results(json_path) if _record_key(record) not in new_keys]
+        records = [*kept, *records]
     _atomic_write_text(json_path, json.dumps(list(records), indent=2) + "\n")
     columns: list[str] = []
     for record in records:

@@ -164,6 +164,16 @@ def step_seed(seed: int, global_step: int, process_index: int = 0) -> int:
     return derive_seed(seed, global_step, process_index)
 
 
+def seed_everything(seed: int) -> None:
+    """Seeds the torch generators so that a method's prompts start from the same values on every run.
+
+    Call it right before `get_prompt_model`: random prompt initialisation draws from the global generator.
+    """
+    from .data import derive_seed
+
+    torch.manual_seed(derive_seed(seed, 0x5EED))
+
+
 def build_optimizer(parameters: list[nn.Parameter], config: TrainingConfig) -> torch.optim.Optimizer:
     """The optimiser named by `config.optimizer`, over the prompt parameters."""
     if config.optimizer == "sgd":
@@ -452,12 +462,14 @@ class PromptTrainer:
                 pixel_values, labels = batch["pixel_values"], batch["labels"]
                 # Accumulation groups restart every epoch, so a checkpoint taken after an optimiser step holds no
                 # pending gradient and the resumed run groups batches exactly as the uninterrupted one.
+                group_start = self.step_in_epoch - self.step_in_epoch % accumulation
+                group_size = min(accumulation, steps_per_epoch - group_start)  # the epoch's last group may be short
                 self.step_in_epoch += 1
                 sync = self.step_in_epoch % accumulation == 0 or self.step_in_epoch == steps_per_epoch
                 with contextlib.nullcontext() if sync else self.accelerator.no_sync(model):
                     with self._autocast():
                         output = self.objective(model, pixel_values, labels)
-                    loss = output.loss / accumulation
+                    loss = output.loss / group_size
                     self.accelerator.backward(loss if self.scaler is None else self.scaler.scale(loss))
                 if sync:
                     self._optimizer_step()
@@ -516,6 +528,7 @@ __all__ = [
     "TrainOutput",
     "PromptTrainer",
     "learning_rate",
+    "seed_everything",
     "build_optimizer",
     "build_objective",
     "list_checkpoints",

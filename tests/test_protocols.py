@@ -65,7 +65,7 @@ def test_base_to_novel_with_open_world_for_every_method(method, tokenizer, data_
         assert 0.0 <= record[key] <= 100.0
     assert record["hm"] == pytest.approx(harmonic_mean(record["base"], record["novel"]))
     assert (record["trainable_params"] == 0) == (method == "zeroshot")
-    assert (tmp_path / "runs" / "base_to_novel" / "EuroSAT" / method / "seed1" / "result.json").is_file()
+    assert (tmp_path / "runs" / "base_to_novel" / "EuroSAT" / method / "shots2-seed1" / "result.json").is_file()
     # the CLIP is shared by every run: each run unloads its method and leaves the CLIP as it was
     assert torch.equal(before, clip_outputs(clip, tokenizer))
 
@@ -75,7 +75,9 @@ def test_base_to_novel_numbers_are_those_of_the_trained_adapter(tokenizer, data_
     full = load_dataset("EuroSAT", data_root)
     base, novel = select_classes(full, "base"), select_classes(full, "novel")
     model = PromptModel.from_pretrained(
-        make_tiny_clip(), tmp_path / "runs" / "base_to_novel" / "EuroSAT" / "coop" / "seed1" / "adapter", tokenizer
+        make_tiny_clip(),
+        tmp_path / "runs" / "base_to_novel" / "EuroSAT" / "coop" / "shots2-seed1" / "adapter",
+        tokenizer,
     )
     test = ImageTransform.from_clip_config(model.clip.config, train=False)
 
@@ -182,3 +184,19 @@ def test_runner_needs_seeds_and_a_data_root_for_names(tokenizer):
         ProtocolRunner(make_tiny_clip(), tokenizer, seeds=())
     with pytest.raises(ValueError, match="data_root"):
         ProtocolRunner(make_tiny_clip(), tokenizer).base_to_novel("coop", "EuroSAT")
+
+
+def test_same_seed_same_numbers_whatever_the_global_random_state(tokenizer, data_root):
+    results = []
+    for state in (123, 456):
+        torch.manual_seed(state)  # what other code did before: must not leak into the seeded run
+        (record,) = runner(tokenizer, data_root, seeds=(1,)).base_to_novel("maple", "EuroSAT")
+        results.append({key: record[key] for key in ("base", "novel", "train_loss", "fingerprint")})
+    assert results[0] == results[1]
+
+
+def test_sweeps_into_one_folder_add_up(tokenizer, data_root, tmp_path):
+    runner(tokenizer, data_root, tmp_path, seeds=(1,)).base_to_novel("zeroshot", "EuroSAT")
+    runner(tokenizer, data_root, tmp_path, seeds=(1,)).base_to_novel("coop", "EuroSAT")
+    runner(tokenizer, data_root, tmp_path, seeds=(1,), reuse_results=False).base_to_novel("coop", "EuroSAT")
+    assert sorted(r["method"] for r in load_results(tmp_path)) == ["coop", "zeroshot"]
