@@ -20,7 +20,7 @@ EPILOG = """examples:
   prompt-clip evaluate --adapter runs/maple-eurosat/adapter --clip openai/clip-vit-base-patch16 \\
       --data-root DATA --dataset EuroSAT --subset novel
   prompt-clip protocol base-to-novel --methods zeroshot,coop,maple --datasets EuroSAT,DTD \\
-      --clip openai/clip-vit-base-patch16 --data-root DATA --output-dir results --open-world
+      --clip openai/clip-vit-base-patch16 --data-root DATA --output-dir results
   prompt-clip table results --plot results/base_to_novel.svg
   prompt-clip push --adapter runs/maple-eurosat/adapter --repo-id me/maple-eurosat
 """
@@ -81,7 +81,8 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="override a field of the method's config, e.g. --set depth=3 --set ctx_init=null (JSON values)",
+        help="override a config field, e.g. --set depth=3 --set ctx_init=null (JSON values); with several methods, "
+        "--set maple.depth=3 sets one method's field",
     )
 
 
@@ -119,6 +120,18 @@ def _config_overrides(assignments: Sequence[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             value = text  # a bare word is a string: --set ctx_init=a photo of a
         overrides[name.strip()] = value
+    return overrides
+
+
+def _per_method_overrides(assignments: Sequence[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """`--set field=value` applies to every method, `--set maple.depth=3` to one."""
+    overrides: dict[str, dict[str, Any]] = {method: {} for method in methods}
+    for name, value in _config_overrides(assignments).items():
+        method, _, field = name.rpartition(".")
+        for target in [method] if method else methods:
+            if target not in overrides:
+                raise SystemExit(f"error: --set {name}=...: {target!r} is not one of --methods ({', '.join(methods)})")
+            overrides[target][field] = value
     return overrides
 
 
@@ -276,11 +289,11 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
 def command_protocol(args: argparse.Namespace) -> int:
     from .protocols import DOMAIN_GENERALISATION_TARGETS, ProtocolRunner
-    from .reporting import render_tables
+    from .reporting import load_results, render_tables
 
     clip, tokenizer, processor = _load_clip(args)
-    config_overrides = _config_overrides(args.set)
     methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+    config_overrides = _per_method_overrides(args.set, methods)
     runner = ProtocolRunner(
         clip,
         tokenizer,
@@ -290,7 +303,7 @@ def command_protocol(args: argparse.Namespace) -> int:
         shots=args.shots,
         image_processor=processor,
         training_overrides=_training_overrides(args),
-        config_overrides={method: config_overrides for method in methods} if config_overrides else None,
+        config_overrides=config_overrides,
         reuse_results=not args.overwrite,
         progress=not args.no_progress,
     )
@@ -300,7 +313,7 @@ def command_protocol(args: argparse.Namespace) -> int:
             if not datasets:
                 raise SystemExit("error: --datasets is required for this protocol")
             for dataset in datasets:
-                runner.base_to_novel(method, dataset, open_world=args.protocol == "open-world" or args.open_world)
+                runner.base_to_novel(method, dataset)  # its records carry the open-world numbers too
         elif args.protocol == "few-shot":
             if not datasets:
                 raise SystemExit("error: --datasets is required for this protocol")
@@ -310,7 +323,8 @@ def command_protocol(args: argparse.Namespace) -> int:
             runner.cross_dataset(method, source=args.source, targets=datasets or None)
         else:
             runner.domain_generalisation(method, source=args.source, targets=datasets or DOMAIN_GENERALISATION_TARGETS)
-    tables = render_tables(runner.records)
+    # Every record of the folder (earlier sweeps included), as results.json holds them.
+    tables = render_tables(load_results(args.output_dir))
     (Path(args.output_dir) / "tables.md").write_text(tables, encoding="utf-8")
     print(tables)
     return 0
@@ -399,7 +413,6 @@ def build_parser() -> argparse.ArgumentParser:
     protocol.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     protocol.add_argument("--shots", type=int, default=16, help="shots of base-to-novel and transfer (default 16)")
     protocol.add_argument("--shot-list", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="few-shot K values")
-    protocol.add_argument("--open-world", action="store_true", help="base-to-novel: also test among all classes")
     protocol.add_argument("--overwrite", action="store_true", help="train again even when a run's record exists")
     _add_clip_arguments(protocol)
     _add_training_arguments(protocol)

@@ -136,20 +136,29 @@ class PromptModel(nn.Module):
 
     # -- classes -------------------------------------------------------------------------------------------------
 
-    def set_classnames(self, classnames: Sequence[str]) -> None:
+    def set_classnames(self, classnames: Sequence[str], template: str | None = None) -> None:
         """Sets the classes the model predicts (underscores become spaces); text prompts are rebuilt from them.
 
+        Args:
+            classnames (`Sequence[str]`): the class names, in label order.
+            template (`str`, *optional*): a new hand-written template (one `{}`), e.g. the target dataset's in a
+                transfer protocol. It is the text of methods that learn no text prompt (VPT, VP) and of
+                `disable_adapter()`; it becomes the config's `template`. Unchanged when omitted.
+
         Raises:
-            ValueError: for an empty list, empty or duplicate names, or a prompt longer than the text encoder.
+            ValueError: for an empty list, empty or duplicate names, a bad template, or a prompt longer than the
+                text encoder.
         """
         self._require_loaded()
+        config = self.config if template is None else self.config.replace(template=template)
         names = clean_classnames(classnames)
         max_length = self.shape.text_positions
         class_tokens = tokenize_class_prompts(
-            self.tokenizer, names, self.learner.text_layout(), self.config.template, max_length
+            self.tokenizer, names, self.learner.text_layout(), config.template, max_length
         )
-        template_tokens = tokenize_class_prompts(self.tokenizer, names, None, self.config.template, max_length)
+        template_tokens = tokenize_class_prompts(self.tokenizer, names, None, config.template, max_length)
         self.learner.set_classnames(names)
+        self.config = config
         self.classnames = names
         self._class_tokens, self._template_tokens = class_tokens, template_tokens
         self._text_cache = None

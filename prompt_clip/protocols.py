@@ -32,15 +32,16 @@ from .data import (
     PromptDataset,
     few_shot_splits,
     load_dataset,
+    sample_key,
     select_classes,
 )
-from .evaluation import harmonic_mean, open_world_metrics, predict
+from .evaluation import Predictions, harmonic_mean, open_world_metrics, predict
 from .learner import ClipShape
 from .methods import CoOpConfig
 from .model import PromptModel, get_prompt_model
 from .recipes import Recipe, get_recipe, scale_to_clip
 from .reporting import save_results
-from .training import PromptTrainer, seed_everything
+from .training import RESUME_FREE_FIELDS, PromptTrainer, seed_everything
 
 #: The method name of the zero-shot CLIP baseline (no training; the dataset's hand-written template).
 ZERO_SHOT = "zeroshot"
@@ -137,6 +138,7 @@ class ProtocolRunner:
             self.test_transform = ImageTransform.from_clip_config(clip.config, train=False)
         self.records: list[dict[str, Any]] = []
         self._datasets: dict[str, DatasetSplits] = {}
+        self._clip_digest_value: str | None = None
 
     # -- inputs --------------------------------------------------------------------------------------------------
 
@@ -167,6 +169,49 @@ class ProtocolRunner:
     def _test_set(self, splits: DatasetSplits) -> PromptDataset:
         return PromptDataset(splits.test, self.test_transform, image_loader=splits.image_loader)
 
+    # -- fingerprints: what a finished run's files may be reused for ---------------------------------------------
+
+    def _clip_digest(self) -> str:
+        """A digest of the CLIP's weights (computed once): a record is never reused for another CLIP."""
+        if self._clip_digest_value is None:
+            digest = hashlib.sha256()
+            for name, tensor in self.clip.state_dict().items():
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+            self._clip_digest_value = digest.hexdigest()[:16]
+        return self._clip_digest_value
+
+    @staticmethod
+    def _data_digest(splits: DatasetSplits, *names: str) -> str:
+        """Classes, template and the samples of the named splits (paths taken relative, as the few-shot draw does,
+        so that moving the data root keeps the digest)."""
+        content = {
+            "classnames": list(splits.classnames),
+            "template": splits.template,
+            **{name: [(sample_key(s), s.label) for s in getattr(splits, name)] for name in names},
+        }
+        return _fingerprint(content)
+
+    def _train_fingerprint(self, recipe: Recipe | None, train: DatasetSplits, seed: int) -> str:
+        """Everything a trained adapter depends on: CLIP weights, recipe, training images, seed, pre-processing."""
+        values: dict[str, Any] = {
+            "version": __version__,
+            "clip": self._clip_digest(),
+            "data": self._data_digest(train, "train", "val"),
+            "seed": seed,
+            "transform": [
+                {key: value for key, value in vars(t).items() if not key.startswith("_")}
+                for t in (self.train_transform, self.test_transform)
+            ],
+        }
+        if recipe is not None:
+            training = {k: v for k, v in recipe.training.to_dict().items() if k not in RESUME_FREE_FIELDS}
+            values.update(config=recipe.config.to_dict(), training=training)
+        return _fingerprint(values)
+
+    def _eval_fingerprint(self, *splits: DatasetSplits) -> str:
+        return _fingerprint([self._data_digest(item, "test") for item in splits] + [self.eval_batch_size])
+
     # -- one run -------------------------------------------------------------------------------------------------
 
     def _run_dir(self, *parts: Any) -> Path | None:
@@ -174,38 +219,30 @@ class ProtocolRunner:
             return None
         return self.output_dir.joinpath("runs", *(str(part) for part in parts))
 
-    def _reuse(self, run_dir: Path | None, fingerprint: str) -> list[dict[str, Any]] | None:
-        if run_dir is None or not self.reuse_results:
-            return None
-        path = run_dir / "result.json"
-        if not path.is_file():
-            return None
-        records = json.loads(path.read_text(encoding="utf-8"))
-        if not records or any(record.get("fingerprint") != fingerprint for record in records):
-            return None
-        return records
+    def _saved_records(self, run_dir: Path | None, fingerprint: str) -> list[dict[str, Any]]:
+        """The records a finished run wrote with this training fingerprint (empty when none or not reusing)."""
+        if run_dir is None or not self.reuse_results or not (run_dir / "result.json").is_file():
+            return []
+        records = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
+        return [record for record in records if record.get("fingerprint") == fingerprint]
 
-    def _store(self, run_dir: Path | None, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _store(
+        self, run_dir: Path | None, records: list[dict[str, Any]], also_in_file: Sequence[dict[str, Any]] = ()
+    ) -> list[dict[str, Any]]:
+        """Adds `records` to this runner's results and writes them (with `also_in_file`) to the run's file."""
         self.records.extend(records)
         if run_dir is not None:
             run_dir.mkdir(parents=True, exist_ok=True)
             temporary = run_dir / ".result.json.tmp"
-            temporary.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
+            temporary.write_text(json.dumps([*records, *also_in_file], indent=2) + "\n", encoding="utf-8")
             os.replace(temporary, run_dir / "result.json")
         if self.output_dir is not None:
             save_results(self.records, self.output_dir)
         return records
 
-    def _fingerprint(self, recipe: Recipe | None, **values: Any) -> str:
-        shape = ClipShape.from_clip_config(self.clip.config).to_dict()
-        base = {"clip": getattr(self.clip, "name_or_path", ""), "shape": shape, "version": __version__, **values}
-        if recipe is not None:
-            base.update(config=recipe.config.to_dict(), training=recipe.training.to_dict())
-        return _fingerprint(base)
-
     @staticmethod
     def _checkpoint_dir(run_dir: Path | None, fingerprint: str) -> Path | None:
-        """The run's checkpoint folder, emptied when it holds checkpoints of another recipe or CLIP."""
+        """The run's checkpoint folder, emptied when it holds checkpoints of another recipe, data or CLIP."""
         if run_dir is None:
             return None
         checkpoints = run_dir / "checkpoints"
@@ -216,48 +253,62 @@ class ProtocolRunner:
         marker.write_text(fingerprint + "\n")
         return checkpoints
 
-    def _train(
-        self, recipe: Recipe, train_splits: DatasetSplits, seed: int, run_dir: Path | None, fingerprint: str
+    def _trained_model(
+        self, recipe: Recipe | None, train: DatasetSplits, seed: int, run_dir: Path | None, fingerprint: str
     ) -> tuple[PromptModel, dict[str, Any]]:
-        """Trains one method on one few-shot training set; the caller must `unload()` the returned model."""
-        config = recipe.config.replace(template=train_splits.template)
+        """The model of one run: zero-shot CLIP, the adapter a finished run saved, or a newly trained one.
+
+        The caller must `unload()` it. A run's adapter and `train.json` are written as soon as training ends, so
+        a crash during evaluation (or a later request for more evaluations) never trains again.
+        """
+        if recipe is None:
+            config = CoOpConfig(n_ctx=1, template=train.template)  # any method: its adapter is disabled
+            model = get_prompt_model(self.clip, config, tokenizer=self.tokenizer, classnames=train.classnames)
+            return model, {"trainable_params": 0, "train_time_s": 0.0}
+        saved = run_dir / "train.json" if run_dir is not None else None
+        if saved is not None and self.reuse_results and saved.is_file():
+            state = json.loads(saved.read_text(encoding="utf-8"))
+            if state.get("fingerprint") == fingerprint and (run_dir / "adapter").is_dir():
+                model = PromptModel.from_pretrained(self.clip, run_dir / "adapter", tokenizer=self.tokenizer)
+                return model, state["info"]
+        return self._train(recipe, train, seed, run_dir, fingerprint)
+
+    def _train(
+        self, recipe: Recipe, train: DatasetSplits, seed: int, run_dir: Path | None, fingerprint: str
+    ) -> tuple[PromptModel, dict[str, Any]]:
+        config = recipe.config.replace(template=train.template)
         training = recipe.training.replace(seed=seed, progress=self.progress and recipe.training.progress)
         checkpoints = self._checkpoint_dir(run_dir, fingerprint)
         seed_everything(seed)  # the prompts' random initialisation is part of the seeded run
-        model = get_prompt_model(self.clip, config, tokenizer=self.tokenizer, classnames=train_splits.classnames)
+        model = get_prompt_model(self.clip, config, tokenizer=self.tokenizer, classnames=train.classnames)
         try:
-            dataset = PromptDataset(train_splits.train, self.train_transform, image_loader=train_splits.image_loader)
+            dataset = PromptDataset(train.train, self.train_transform, image_loader=train.image_loader)
             trainer = PromptTrainer(model, dataset, training, output_dir=checkpoints)
             # Checkpoints exist so that an interrupted run resumes exactly; a finished run keeps only its adapter.
             output = trainer.train(resume_from_checkpoint=checkpoints is not None)
             model = trainer.model
+            info = {
+                "trainable_params": model.get_nb_trainable_parameters()[0],
+                "train_time_s": round(output.train_time_s, 3),
+                "train_images_per_s": round(output.images_per_second, 2),
+                "train_loss": output.loss,
+                "train_accuracy": output.accuracy,
+            }
             if run_dir is not None and self.save_adapters:
                 model.save_pretrained(run_dir / "adapter")
+                temporary = run_dir / ".train.json.tmp"
+                temporary.write_text(json.dumps({"fingerprint": fingerprint, "info": info}, indent=2) + "\n")
+                os.replace(temporary, run_dir / "train.json")
             if checkpoints is not None:
                 shutil.rmtree(checkpoints, ignore_errors=True)
         except BaseException:
             model.unload()
             raise
-        trainable, _ = model.get_nb_trainable_parameters()
-        info = {
-            "trainable_params": trainable,
-            "train_time_s": round(output.train_time_s, 3),
-            "train_images_per_s": round(output.images_per_second, 2),
-            "train_loss": output.loss,
-            "train_accuracy": output.accuracy,
-        }
         return model, info
 
-    def _zero_shot_model(self, splits: DatasetSplits) -> PromptModel:
-        # Any method works: with its adapter disabled, a PromptModel is CLIP with the config's template.
-        config = CoOpConfig(n_ctx=1, template=splits.template)
-        return get_prompt_model(self.clip, config, tokenizer=self.tokenizer, classnames=splits.classnames)
-
-    def _accuracy(self, model: PromptModel, splits: DatasetSplits, zero_shot: bool) -> float:
-        return self._predictions(model, splits, zero_shot).accuracy()
-
-    def _predictions(self, model: PromptModel, splits: DatasetSplits, zero_shot: bool):
-        model.set_classnames(splits.classnames)
+    def _predictions(self, model: PromptModel, splits: DatasetSplits, zero_shot: bool) -> Predictions:
+        # The dataset's own template: the text of zero-shot CLIP and of methods without text prompts (VPT, VP).
+        model.set_classnames(splits.classnames, template=splits.template)
         return predict(
             model,
             self._test_set(splits),
@@ -266,65 +317,56 @@ class ProtocolRunner:
             zero_shot=zero_shot,
         )
 
-    def _model_for(
-        self, recipe: Recipe | None, splits: DatasetSplits, seed: int, run_dir: Path | None, fingerprint: str
-    ) -> tuple[PromptModel, dict[str, Any]]:
-        if recipe is None:
-            return self._zero_shot_model(splits), {"trainable_params": 0, "train_time_s": 0.0}
-        return self._train(recipe, splits, seed, run_dir, fingerprint)
-
     def _method_name(self, method: str | Recipe) -> str:
         return method.name if isinstance(method, Recipe) else method.lower()
 
     # -- protocols -----------------------------------------------------------------------------------------------
 
-    def base_to_novel(
-        self, method: str | Recipe, dataset: str | DatasetSplits, open_world: bool = False
-    ) -> list[dict[str, Any]]:
-        """Trains on the base half of the classes (`shots` per class) and tests base and novel apart (with HM);
-        with `open_world=True` also tests all images among all classes (BMIP's open-world protocol).
+    def base_to_novel(self, method: str | Recipe, dataset: str | DatasetSplits) -> list[dict[str, Any]]:
+        """Trains on the base half of the classes (`shots` per class), tests base and novel apart (with HM), and
+        also tests every image among all classes (BMIP's open-world protocol) with the same prompts.
 
         Returns:
-            `list[dict]`: one record per seed with `base`, `novel`, `hm` (and `open_world_all`,
-            `open_world_base`, `open_world_novel`, `open_world_hm`).
+            `list[dict]`: one record per seed with `base`, `novel`, `hm` and `open_world_all`,
+            `open_world_base`, `open_world_novel`, `open_world_hm`.
         """
         full = self.dataset(dataset)
         base, novel = select_classes(full, "base"), select_classes(full, "novel")
         name = self._method_name(method)
         zero_shot = name == ZERO_SHOT
         recipe = None if zero_shot else self.recipe(method, "base_to_novel", full.name)
+        eval_fingerprint = self._eval_fingerprint(base, novel, full)
         records = []
         for seed in self.seeds:
             run_dir = self._run_dir("base_to_novel", full.name, name, f"shots{self.shots}-seed{seed}")
-            fingerprint = self._fingerprint(
-                recipe, protocol="base_to_novel", dataset=full.name, seed=seed, shots=self.shots, open_world=open_world
-            )
-            reused = self._reuse(run_dir, fingerprint)
-            if reused is not None:
-                records += self._store(None, reused)
-                continue
             train = self._few_shot(base, self.shots, seed)
-            model, info = self._model_for(recipe, train, seed, run_dir, fingerprint)
+            fingerprint = self._train_fingerprint(recipe, train, seed)
+            saved = [r for r in self._saved_records(run_dir, fingerprint) if r["eval_fingerprint"] == eval_fingerprint]
+            if saved:
+                records += self._store(None, saved)
+                continue
+            model, info = self._trained_model(recipe, train, seed, run_dir, fingerprint)
             try:
-                base_accuracy = self._accuracy(model, base, zero_shot)
-                novel_accuracy = self._accuracy(model, novel, zero_shot)
-                record = {
-                    "protocol": "base_to_novel",
-                    "method": name,
-                    "dataset": full.name,
-                    "seed": seed,
-                    "shots": self.shots,
-                    "base": base_accuracy,
-                    "novel": novel_accuracy,
-                    "hm": harmonic_mean(base_accuracy, novel_accuracy),
-                }
-                if open_world:
-                    base_labels = range(base.num_classes)  # select_classes keeps label order: base ids come first
-                    metrics = open_world_metrics(self._predictions(model, full, zero_shot), base_labels)
-                    record.update({f"open_world_{key}": value for key, value in metrics.items()})
+                base_accuracy = self._predictions(model, base, zero_shot).accuracy()
+                novel_accuracy = self._predictions(model, novel, zero_shot).accuracy()
+                base_labels = range(base.num_classes)  # select_classes keeps label order: base ids come first
+                open_world = open_world_metrics(self._predictions(model, full, zero_shot), base_labels)
             finally:
                 model.unload()
-            record.update(info, fingerprint=fingerprint)
+            record = {
+                "protocol": "base_to_novel",
+                "method": name,
+                "dataset": full.name,
+                "seed": seed,
+                "shots": self.shots,
+                "base": base_accuracy,
+                "novel": novel_accuracy,
+                "hm": harmonic_mean(base_accuracy, novel_accuracy),
+                **{f"open_world_{key}": value for key, value in open_world.items()},
+                **info,
+                "fingerprint": fingerprint,
+                "eval_fingerprint": eval_fingerprint,
+            }
             records += self._store(run_dir, [record])
         return records
 
@@ -340,19 +382,22 @@ class ProtocolRunner:
         name = self._method_name(method)
         zero_shot = name == ZERO_SHOT
         recipe = None if zero_shot else self.recipe(method, "few_shot", full.name)
+        eval_fingerprint = self._eval_fingerprint(full)
         records = []
         for k in shots:
             for seed in self.seeds:
                 run_dir = self._run_dir("few_shot", full.name, name, f"shots{k}-seed{seed}")
-                fingerprint = self._fingerprint(recipe, protocol="few_shot", dataset=full.name, seed=seed, shots=k)
-                reused = self._reuse(run_dir, fingerprint)
-                if reused is not None:
-                    records += self._store(None, reused)
-                    continue
                 train = self._few_shot(full, k, seed)
-                model, info = self._model_for(recipe, train, seed, run_dir, fingerprint)
+                fingerprint = self._train_fingerprint(recipe, train, seed)
+                saved = [
+                    r for r in self._saved_records(run_dir, fingerprint) if r["eval_fingerprint"] == eval_fingerprint
+                ]
+                if saved:
+                    records += self._store(None, saved)
+                    continue
+                model, info = self._trained_model(recipe, train, seed, run_dir, fingerprint)
                 try:
-                    accuracy = self._accuracy(model, full, zero_shot)
+                    accuracy = self._predictions(model, full, zero_shot).accuracy()
                 finally:
                     model.unload()
                 record = {
@@ -364,6 +409,7 @@ class ProtocolRunner:
                     "accuracy": accuracy,
                     **info,
                     "fingerprint": fingerprint,
+                    "eval_fingerprint": eval_fingerprint,
                 }
                 records += self._store(run_dir, [record])
         return records
@@ -376,12 +422,12 @@ class ProtocolRunner:
         protocol: str = "cross_dataset",
     ) -> list[dict[str, Any]]:
         """Trains on all classes of `source` (`shots` per class) and evaluates on the source and, without further
-        training, on each target with the target's class names.
+        training, on each target with the target's class names and template.
 
         Args:
             method: a recipe name, `"zeroshot"` or a `Recipe`.
             source: the training dataset (ImageNet in the field; AMMPL also uses Food101).
-            targets: the datasets to evaluate on.
+            targets: the datasets to evaluate on. Adding a target later evaluates the saved adapter on it only.
             protocol (`str`, defaults to `"cross_dataset"`): the record's protocol name
                 (`"domain_generalisation"` for ImageNet's variants).
 
@@ -389,34 +435,29 @@ class ProtocolRunner:
             `list[dict]`: per seed, one record for the source and one per target, each with `accuracy`.
         """
         source_splits = self.dataset(source)
-        target_splits = [self.dataset(target) for target in targets]
+        evaluated = [source_splits, *(self.dataset(target) for target in targets)]
         name = self._method_name(method)
         zero_shot = name == ZERO_SHOT
         recipe = None if zero_shot else self.recipe(method, protocol, source_splits.name)
         records = []
         for seed in self.seeds:
             run_dir = self._run_dir(protocol, source_splits.name, name, f"shots{self.shots}-seed{seed}")
-            fingerprint = self._fingerprint(
-                recipe,
-                protocol=protocol,
-                source=source_splits.name,
-                targets=[target.name for target in target_splits],
-                seed=seed,
-                shots=self.shots,
-            )
-            reused = self._reuse(run_dir, fingerprint)
-            if reused is not None:
-                records += self._store(None, reused)
-                continue
             train = self._few_shot(source_splits, self.shots, seed)
-            model, info = self._model_for(recipe, train, seed, run_dir, fingerprint)
-            run_records = []
-            try:
-                for target in [source_splits, *target_splits]:
-                    start = time.perf_counter()
-                    accuracy = self._accuracy(model, target, zero_shot)
-                    run_records.append(
-                        {
+            fingerprint = self._train_fingerprint(recipe, train, seed)
+            saved = {
+                (r["dataset"], r["eval_fingerprint"]): r
+                for r in self._saved_records(run_dir, fingerprint)
+                if r.get("protocol") == protocol
+            }
+            missing = [t for t in evaluated if (t.name, self._eval_fingerprint(t)) not in saved]
+            new = {}
+            if missing:
+                model, info = self._trained_model(recipe, train, seed, run_dir, fingerprint)
+                try:
+                    for target in missing:
+                        start = time.perf_counter()
+                        accuracy = self._predictions(model, target, zero_shot).accuracy()
+                        new[target.name] = {
                             "protocol": protocol,
                             "method": name,
                             "source": source_splits.name,
@@ -427,11 +468,14 @@ class ProtocolRunner:
                             "eval_time_s": round(time.perf_counter() - start, 3),
                             **info,
                             "fingerprint": fingerprint,
+                            "eval_fingerprint": self._eval_fingerprint(target),
                         }
-                    )
-            finally:
-                model.unload()
-            records += self._store(run_dir, run_records)
+                finally:
+                    model.unload()
+            run_records = [new.get(t.name) or saved[(t.name, self._eval_fingerprint(t))] for t in evaluated]
+            # Records of targets not asked for this time stay in the run's file.
+            kept = [r for key, r in saved.items() if key[0] not in {t.name for t in evaluated}]
+            records += self._store(run_dir, run_records, also_in_file=kept)
         return records
 
     def cross_dataset(

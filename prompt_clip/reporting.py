@@ -104,9 +104,11 @@ def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
 # -- statistics -------------------------------------------------------------------------------------------------
 
 
+# Spreads are population standard deviations over seeds (numpy's default, ddof=0), as the reference code's
+# result parser reports them, so that our "± std" compares with the papers'.
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    std = statistics.pstdev(values) if len(values) > 1 else 0.0
     return mean, std
 
 
@@ -122,7 +124,7 @@ def _hm_cell(group: Sequence[dict[str, Any]], prefix: str = "") -> str:
     base = statistics.fmean(r[f"{prefix}base"] for r in group)
     novel = statistics.fmean(r[f"{prefix}novel"] for r in group)
     per_seed = [r[f"{prefix}hm"] for r in group]
-    spread = f" ± {statistics.stdev(per_seed):.2f}" if len(per_seed) > 1 else ""
+    spread = f" ± {statistics.pstdev(per_seed):.2f}" if len(per_seed) > 1 else ""
     return f"{_hm(base, novel):.2f}{spread}"
 
 
@@ -200,7 +202,21 @@ def _train_time(rows: Sequence[dict[str, Any]]) -> str:
     return f"{statistics.fmean(times):.1f}" if times else "–"
 
 
+def _by_shots(records: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Records split by their number of shots (never averaged together), with a title suffix when several."""
+    shots = sorted({r.get("shots") for r in records}, key=lambda k: (k is None, k))
+    if len(shots) <= 1:
+        return [("", list(records))]
+    return [(f", {k} shots", [r for r in records if r.get("shots") == k]) for k in shots]
+
+
 def render_base_to_novel(records: Iterable[dict[str, Any]], prefix: str = "") -> str:
+    """The base-to-novel tables, one set per number of shots (see `render_base_to_novel_one`)."""
+    records = [r for r in records if r.get("protocol") == "base_to_novel" and f"{prefix}base" in r]
+    return "\n".join(render_base_to_novel_one(group, prefix, suffix) for suffix, group in _by_shots(records))
+
+
+def render_base_to_novel_one(records: Iterable[dict[str, Any]], prefix: str = "", suffix: str = "") -> str:
     """The base-to-novel table: the average over datasets (HM of the mean base and mean novel accuracy, as the
     field reports it) and one table per dataset, with mean ± std over seeds.
 
@@ -222,15 +238,18 @@ def render_base_to_novel(records: Iterable[dict[str, Any]], prefix: str = "") ->
         rows = by_method[(method,)]
         spread = ""
         if len(item.get("hm_seeds", [])) > 1:
-            spread = f" ± {statistics.stdev(item['hm_seeds']):.2f}"
-        row = [method_label(method), f"{item['base']:.2f}", f"{item['novel']:.2f}", f"{item['hm']:.2f}{spread}"]
+            spread = f" ± {statistics.pstdev(item['hm_seeds']):.2f}"
+        label = method_label(method)
+        if len(item["datasets"]) < len(datasets):  # an average over fewer datasets is not comparable: say so
+            label += f" ({len(item['datasets'])} of {len(datasets)} datasets)"
+        row = [label, f"{item['base']:.2f}", f"{item['novel']:.2f}", f"{item['hm']:.2f}{spread}"]
         if prefix:
             alls = [statistics.fmean(r[f"{prefix}all"] for r in g) for g in _group(rows, "dataset").values()]
             row.append(f"{statistics.fmean(alls):.2f}")
         row += [_params(rows), _train_time(rows)]
         average_rows.append(row)
     header = ["Method", "Base", "Novel", "HM"] + (["All"] if prefix else []) + ["Params", "Train s/run"]
-    sections = [f"### {title}: average over {len(datasets)} dataset(s)", "", _markdown(header, average_rows)]
+    sections = [f"### {title}: average over {len(datasets)} dataset(s){suffix}", "", _markdown(header, average_rows)]
     for dataset in datasets:
         rows = []
         for method in _ordered(r["method"] for r in records if r["dataset"] == dataset):
@@ -242,7 +261,8 @@ def render_base_to_novel(records: Iterable[dict[str, Any]], prefix: str = "") ->
             rows.append(row)
         seeds = sorted({r["seed"] for r in records if r["dataset"] == dataset})
         header = ["Method", "Base", "Novel", "HM"] + (["All"] if prefix else [])
-        sections += ["", f"#### {dataset} (seeds {', '.join(map(str, seeds))})", "", _markdown(header, rows)]
+        seeds_text = ", ".join(map(str, seeds))
+        sections += ["", f"#### {dataset} (seeds {seeds_text}){suffix}", "", _markdown(header, rows)]
     return "\n".join(sections) + "\n"
 
 
@@ -267,8 +287,11 @@ def render_transfer(records: Iterable[dict[str, Any]], protocol: str = "cross_da
     records = [r for r in records if r.get("protocol") == protocol]
     title = "Cross-dataset transfer" if protocol == "cross_dataset" else "Domain generalisation"
     sections = []
-    for source in dict.fromkeys(r["source"] for r in records):
-        rows_of = [r for r in records if r["source"] == source]
+    for suffix, source, rows_of in [
+        (suffix, source, [r for r in group if r["source"] == source])
+        for suffix, group in _by_shots(records)
+        for source in dict.fromkeys(r["source"] for r in group)
+    ]:
         targets = [d for d in dict.fromkeys(r["dataset"] for r in rows_of) if d != source]
         rows = []
         for method in _ordered(r["method"] for r in rows_of):
@@ -278,7 +301,7 @@ def render_transfer(records: Iterable[dict[str, Any]], protocol: str = "cross_da
             average = f"{statistics.fmean(means):.2f}" if means else "–"
             rows.append([method_label(method), *cells, average])
         header = ["Method", f"{source} (source)", *targets, "Average"]
-        sections += [f"### {title} from {source}", "", _markdown(header, rows), ""]
+        sections += [f"### {title} from {source}{suffix}", "", _markdown(header, rows), ""]
     return "\n".join(sections)
 
 
@@ -366,6 +389,7 @@ __all__ = [
     "load_results",
     "base_to_novel_summary",
     "render_base_to_novel",
+    "render_base_to_novel_one",
     "render_few_shot",
     "render_transfer",
     "render_tables",

@@ -49,6 +49,9 @@ SCHEDULERS = ("cosine", "constant")
 PRECISIONS = ("no", "bf16", "fp16")
 OBJECTIVES = ("ce", "promptsrc")
 
+#: Fields that may differ between a checkpoint and the run that resumes it (they do not change the result).
+RESUME_FREE_FIELDS = ("progress", "num_workers", "checkpoint_every", "keep_checkpoints")
+
 
 @dataclass
 class TrainingConfig:
@@ -72,8 +75,8 @@ class TrainingConfig:
         seed (`int`, defaults to 1): seeds the data order, the augmentations and the model's own sampling.
         objective (`str`, defaults to `"ce"`): `"ce"` (cross-entropy) or `"promptsrc"` (PromptSRC's
             self-regulating loss plus Gaussian prompt aggregation over the epochs).
-        aggregation_mean (`float`, *optional*): mean epoch (0-based) of the Gaussian aggregation; defaults to
-            `0.75 * epochs` (PromptSRC: 15 of 20).
+        aggregation_mean (`float`, *optional*): the 1-based epoch at the peak of the Gaussian aggregation;
+            defaults to `0.75 * epochs` (PromptSRC: 15 of 20).
         aggregation_std (`float`, defaults to 1.0): its standard deviation in epochs.
         num_workers (`int`, defaults to 0): data-loading worker processes.
         checkpoint_every (`int`, defaults to 0): also save a checkpoint every this many optimiser steps (always
@@ -287,14 +290,18 @@ class PromptTrainer:
         # Autocast is applied here rather than by accelerate, which would patch the model's forward in place.
         # Accumulation is handled here too, grouped per epoch, so that a resumed run groups batches identically.
         # A model on the CPU stays there: accelerate then runs several processes (torchrun-style launch) over gloo.
-        self.accelerator = accelerator or Accelerator(rng_types=[], cpu=model.device.type == "cpu")
+        # Precision is fixed explicitly (and backward is called directly) so that ACCELERATE_* variables set by
+        # `accelerate launch` cannot add a second autocast, loss scaling or loss division to this trainer's own.
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision="no", rng_types=[], cpu=model.device.type == "cpu"
+        )
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         if not self.parameters:
             raise ValueError("The model has no trainable parameter; was the adapter disabled or unloaded?")
         self.optimizer = build_optimizer(self.parameters, self.config)
         self.scaler = torch.amp.GradScaler("cuda") if self.config.mixed_precision == "fp16" else None
         self.aggregation = None
-        if self.config.objective == "promptsrc":
+        if self.config.objective == "promptsrc" or isinstance(self.objective, PromptSRCObjective):
             mean = self.config.aggregation_mean
             mean = 0.75 * self.config.epochs if mean is None else mean
             self.aggregation = GaussianPromptAggregation(self.config.epochs, mean, self.config.aggregation_std)
@@ -340,6 +347,7 @@ class PromptTrainer:
                 "step_in_epoch": self.step_in_epoch,
                 "global_step": self.global_step,
                 "optimizer_steps": self.optimizer_steps,
+                "num_processes": self.accelerator.num_processes,
                 "training_config": self.config.to_dict(),
                 "optimizer": optimizer_meta,
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -351,13 +359,27 @@ class PromptTrainer:
                 save_file(sums, str(temporary / AGGREGATION_NAME), metadata={"format": "pt"})
                 state["aggregation"] = aggregation
             (temporary / TRAINER_STATE_NAME).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+            previous = None
             if final.exists():  # the same step saved twice (end of epoch right after a periodic save)
-                shutil.rmtree(final)
+                previous = final.with_name(f".{final.name}.old")
+                shutil.rmtree(previous, ignore_errors=True)
+                os.replace(final, previous)
             os.replace(temporary, final)
-            for old in list_checkpoints(self.output_dir)[: -self.config.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
+            if previous is not None:
+                shutil.rmtree(previous, ignore_errors=True)
+            self._prune_checkpoints()
         self.accelerator.wait_for_everyone()
         return final
+
+    def _prune_checkpoints(self) -> None:
+        """Keeps the newest `keep_checkpoints` of this run; drops later-numbered ones of an abandoned timeline
+        (left behind when the run resumed from an older checkpoint)."""
+        found = list_checkpoints(self.output_dir)
+        step = lambda path: int(path.name[len(CHECKPOINT_PREFIX) :])  # noqa: E731
+        stale = [path for path in found if step(path) > self.global_step]
+        current = [path for path in found if step(path) <= self.global_step]
+        for path in stale + current[: -self.config.keep_checkpoints]:
+            shutil.rmtree(path, ignore_errors=True)
 
     def load_checkpoint(self, checkpoint: str | os.PathLike) -> None:
         """Restores prompts, optimiser, scaler, aggregation and position from a checkpoint folder."""
@@ -372,11 +394,11 @@ class PromptTrainer:
                 f"The checkpoint {folder} was trained on other classes ({len(state['classnames'])} classes, first "
                 f"{state['classnames'][:3]}); set the same classes before resuming."
             )
-        saved_config = TrainingConfig.from_dict(state["training_config"])
+        saved_config = TrainingConfig.from_dict(state["training_config"]).to_dict()
         changed = {
-            name: (getattr(saved_config, name), getattr(self.config, name))
-            for name in ("epochs", "batch_size", "lr", "optimizer", "seed", "objective", "gradient_accumulation_steps")
-            if getattr(saved_config, name) != getattr(self.config, name)
+            name: (saved_config[name], value)
+            for name, value in self.config.to_dict().items()
+            if name not in RESUME_FREE_FIELDS and saved_config[name] != value
         }
         if changed:
             raise ValueError(
@@ -396,6 +418,12 @@ class PromptTrainer:
         if self.aggregation is not None and "aggregation" in state:
             aggregation = dict(state["aggregation"], sums=load_file(str(folder / AGGREGATION_NAME)))
             self.aggregation.load_state_dict(aggregation)
+        processes = int(state.get("num_processes", 1))
+        if processes != self.accelerator.num_processes:
+            raise ValueError(
+                f"The checkpoint {folder} was written by {processes} process(es) but this run has "
+                f"{self.accelerator.num_processes}: the batches would not line up. Resume with {processes}."
+            )
         self.epoch = int(state["epoch"])
         self.step_in_epoch = int(state["step_in_epoch"])
         self.global_step = int(state["global_step"])
@@ -403,6 +431,12 @@ class PromptTrainer:
 
     def _resolve_resume(self, resume_from_checkpoint: bool | str | os.PathLike | None) -> Path | None:
         if resume_from_checkpoint is None or resume_from_checkpoint is False:
+            if self.output_dir is not None and list_checkpoints(self.output_dir):
+                raise ValueError(
+                    f"{self.output_dir} already holds checkpoints of an earlier run. Pass "
+                    "resume_from_checkpoint=True (--resume) to continue it, or use another output_dir (or delete "
+                    "them) to start afresh; starting over them would mix two runs."
+                )
             return None
         if resume_from_checkpoint is True:
             if self.output_dir is None:
@@ -435,12 +469,13 @@ class PromptTrainer:
         from tqdm.auto import tqdm
 
         checkpoint = self._resolve_resume(resume_from_checkpoint)
-        if checkpoint is not None:
-            self.load_checkpoint(checkpoint)
         config = self.config
         loader, sampler = self._loader()
+        # Placed first, so that the optimiser state loaded next lands on this process's device.
         model = self.accelerator.prepare_model(self.model, device_placement=True)
         self.model = model
+        if checkpoint is not None:
+            self.load_checkpoint(checkpoint)
         steps_per_epoch = len(loader)
         start_time, images_seen = time.perf_counter(), 0
         loss_sum = correct = seen = 0.0
@@ -470,7 +505,8 @@ class PromptTrainer:
                     with self._autocast():
                         output = self.objective(model, pixel_values, labels)
                     loss = output.loss / group_size
-                    self.accelerator.backward(loss if self.scaler is None else self.scaler.scale(loss))
+                    # Plain backward: accelerate's would divide again by ACCELERATE_GRADIENT_ACCUMULATION_STEPS.
+                    (loss if self.scaler is None else self.scaler.scale(loss)).backward()
                 if sync:
                     self._optimizer_step()
                     self.optimizer_steps += 1

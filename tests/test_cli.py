@@ -108,7 +108,6 @@ def test_protocol_and_table_commands(clip_dir, data_root, tmp_path, capsys):
         "2",
         "--shots",
         "2",
-        "--open-world",
         *FAST,
     )
     assert code == 0

@@ -56,9 +56,7 @@ def clip_outputs(clip, tokenizer) -> torch.Tensor:
 def test_base_to_novel_with_open_world_for_every_method(method, tokenizer, data_root, tmp_path):
     clip = make_tiny_clip()
     before = clip_outputs(clip, tokenizer)
-    records = runner(tokenizer, data_root, tmp_path, clip=clip, seeds=(1,)).base_to_novel(
-        method, "EuroSAT", open_world=True
-    )
+    records = runner(tokenizer, data_root, tmp_path, clip=clip, seeds=(1,)).base_to_novel(method, "EuroSAT")
     (record,) = records
     assert record["method"] == method and record["dataset"] == "EuroSAT" and record["shots"] == 2
     for key in ("base", "novel", "open_world_all", "open_world_base", "open_world_novel"):
@@ -71,7 +69,7 @@ def test_base_to_novel_with_open_world_for_every_method(method, tokenizer, data_
 
 
 def test_base_to_novel_numbers_are_those_of_the_trained_adapter(tokenizer, data_root, tmp_path):
-    records = runner(tokenizer, data_root, tmp_path, seeds=(1,)).base_to_novel("coop", "EuroSAT", open_world=True)
+    records = runner(tokenizer, data_root, tmp_path, seeds=(1,)).base_to_novel("coop", "EuroSAT")
     full = load_dataset("EuroSAT", data_root)
     base, novel = select_classes(full, "base"), select_classes(full, "novel")
     model = PromptModel.from_pretrained(
@@ -119,7 +117,7 @@ def test_finished_runs_are_reused_and_a_changed_recipe_trains_again(tokenizer, d
 def test_results_files_tables_and_plot(tokenizer, data_root, tmp_path):
     run = runner(tokenizer, data_root, tmp_path)
     for method in ("zeroshot", "coop", "vpt"):
-        run.base_to_novel(method, "EuroSAT", open_world=True)
+        run.base_to_novel(method, "EuroSAT")
     records = load_results(tmp_path)
     assert records == json.loads(json.dumps(run.records))
     assert len(records) == 6
@@ -200,3 +198,47 @@ def test_sweeps_into_one_folder_add_up(tokenizer, data_root, tmp_path):
     runner(tokenizer, data_root, tmp_path, seeds=(1,)).base_to_novel("coop", "EuroSAT")
     runner(tokenizer, data_root, tmp_path, seeds=(1,), reuse_results=False).base_to_novel("coop", "EuroSAT")
     assert sorted(r["method"] for r in load_results(tmp_path)) == ["coop", "zeroshot"]
+
+
+def test_transfer_evaluates_each_target_with_its_own_template(tokenizer, data_root, imagenet_family):
+    clip = make_tiny_clip()
+    eurosat = load_dataset("EuroSAT", data_root)
+    records = runner(tokenizer, data_root, clip=clip, seeds=(1,)).cross_dataset(
+        "zeroshot", source=imagenet_family["ImageNet"], targets=[eurosat]
+    )
+    model = get_prompt_model(clip, CoOpConfig(n_ctx=1, template=eurosat.template), tokenizer, eurosat.classnames)
+    dataset = PromptDataset(eurosat.test, ImageTransform.from_clip_config(clip.config, train=False))
+    assert records[1]["accuracy"] == pytest.approx(predict(model, dataset, zero_shot=True).accuracy())
+
+
+def test_new_targets_reuse_the_saved_adapter_and_other_weights_train_again(
+    tokenizer, data_root, imagenet_family, tmp_path, monkeypatch
+):
+    source, sketch, v2 = (imagenet_family[name] for name in ("ImageNet", "ImageNetSketch", "ImageNetV2"))
+    first = runner(tokenizer, data_root, tmp_path, seeds=(1,), shots=1).domain_generalisation("coop", source, [sketch])
+    trained = PromptTrainer.train
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(PromptTrainer, "train", no_training)
+    more = runner(tokenizer, data_root, tmp_path, seeds=(1,), shots=1).domain_generalisation(
+        "coop", source, [sketch, v2]
+    )
+    assert more[:2] == first and more[2]["dataset"] == "ImageNetV2"
+    assert {r["dataset"] for r in load_results(tmp_path)} == {"ImageNet", "ImageNetSketch", "ImageNetV2"}
+    with pytest.raises(AssertionError, match="trained again"):  # same name, other weights
+        runner(tokenizer, data_root, tmp_path, clip=make_tiny_clip(seed=5), seeds=(1,), shots=1).domain_generalisation(
+            "coop", source, [sketch]
+        )
+    monkeypatch.setattr(PromptTrainer, "train", trained)
+
+
+def test_tables_never_average_different_shot_counts():
+    def record(shots: int, accuracy: float) -> dict:
+        return {"protocol": "cross_dataset", "method": "coop", "source": "Food101", "dataset": "Food101",
+                "seed": 1, "shots": shots, "accuracy": accuracy}  # fmt: skip
+
+    tables = render_tables([record(1, 40.0), record(16, 80.0)])
+    assert "from Food101, 1 shots" in tables and "from Food101, 16 shots" in tables
+    assert "60.00" not in tables

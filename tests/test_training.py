@@ -194,3 +194,22 @@ def test_scale_to_clip_keeps_relative_sizes(vit_b16_clip):
         recipe = get_recipe(name)
         assert scale_to_clip(recipe.config, ClipShape.from_clip_config(vit_b16_clip.config)) == recipe.config
     assert set(DEPTH_FIELDS) <= set(list_recipes())
+
+
+def test_accelerate_launch_settings_do_not_leak_into_the_trainer(eurosat, tokenizer, monkeypatch):
+    expected = trained_state(CoOpConfig(n_ctx=2), quick(), eurosat, tokenizer)
+    # what `accelerate launch --mixed_precision bf16 --gradient_accumulation_steps 4` exports to each process
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "4")
+    got = trained_state(CoOpConfig(n_ctx=2), quick(), eurosat, tokenizer)
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+
+
+def test_checkpoints_of_another_run_are_never_mixed_in(eurosat, tokenizer, tmp_path):
+    trained_state(CoOpConfig(n_ctx=2), quick(), eurosat, tokenizer, tmp_path)
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        trained_state(CoOpConfig(n_ctx=2), quick(), eurosat, tokenizer, tmp_path)
+    with pytest.raises(ValueError, match="weight_decay"):
+        trained_state(CoOpConfig(n_ctx=2), quick(weight_decay=0.1), eurosat, tokenizer, tmp_path, resume=True)
+    # cosmetic fields may change on resume
+    trained_state(CoOpConfig(n_ctx=2), quick(keep_checkpoints=3), eurosat, tokenizer, tmp_path, resume=True)
