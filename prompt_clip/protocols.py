@@ -96,6 +96,8 @@ class ProtocolRunner:
         scale_depth (`bool`, defaults to `True`): rescale the recipes' layer counts and VP's frame (written for
             ViT-B/16) to the CLIP's shape with `prompt_clip.recipes.scale_to_clip`; no change for ViT-B/16 shapes.
         progress (`bool`, defaults to `True`): show progress bars.
+        **train_transform_kwargs: passed to the training `ImageTransform` (e.g. `scale=(0.5, 1.0)` instead of the
+            field's random-resized-crop scale (0.08, 1)).
     """
 
     def __init__(
@@ -114,6 +116,7 @@ class ProtocolRunner:
         save_adapters: bool = True,
         scale_depth: bool = True,
         progress: bool = True,
+        **train_transform_kwargs: Any,
     ) -> None:
         if not seeds:
             raise ValueError("ProtocolRunner needs at least one seed, e.g. seeds=(1, 2, 3).")
@@ -131,10 +134,10 @@ class ProtocolRunner:
         self.scale_depth = scale_depth
         self.progress = progress
         if image_processor is not None:
-            self.train_transform = ImageTransform.from_processor(image_processor, train=True)
+            self.train_transform = ImageTransform.from_processor(image_processor, train=True, **train_transform_kwargs)
             self.test_transform = ImageTransform.from_processor(image_processor, train=False)
         else:
-            self.train_transform = ImageTransform.from_clip_config(clip.config, train=True)
+            self.train_transform = ImageTransform.from_clip_config(clip.config, train=True, **train_transform_kwargs)
             self.test_transform = ImageTransform.from_clip_config(clip.config, train=False)
         self.records: list[dict[str, Any]] = []
         self._datasets: dict[str, DatasetSplits] = {}
