@@ -139,9 +139,16 @@ def _per_method_overrides(assignments: Sequence[str], methods: Sequence[str]) ->
 
 
 def _device(name: str | None) -> Any:
+    import os
+
     import torch
 
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if name:
+        return torch.device(name)
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    # Under `accelerate launch` / torchrun each process owns the GPU of its local rank.
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
 
 
 def _load_clip(args: argparse.Namespace) -> tuple[Any, Any, Any]:

@@ -87,6 +87,28 @@ class PromptLearner(nn.Module):
     def set_classnames(self, classnames: Sequence[str]) -> None:
         """Called when the class list changes; class-specific learners build or check their parameters here."""
 
+    def bind_classnames(self, classnames: Sequence[str], owner: str) -> None:
+        """For class-specific parameters: remembers the classes (in order) they were built for and refuses others.
+
+        A class-specific context learned for "cat" means nothing for "dog": another list of the same length (or the
+        same names in another order) would silently give wrong predictions, so it is an error.
+
+        Args:
+            classnames (`Sequence[str]`): the classes being set.
+            owner (`str`): how the error names the learner, e.g. `"class-specific CoOp"`.
+        """
+        names = list(classnames)
+        bound = getattr(self, "_bound_classnames", None)
+        if bound is None:
+            self._bound_classnames = names
+        elif bound != names:
+            changed = next(i for i, (old, new) in enumerate(zip(bound, names)) if old != new)
+            raise ValueError(
+                f"This {owner} learned its parameters for other classes: class {changed} is {bound[changed]!r}, "
+                f"not {names[changed]!r}. Set the classes it was trained on, in the same order "
+                "(`model.classnames` before the change), or use a shared variant to predict new classes."
+            )
+
     def prompts(self) -> Prompts:
         """The prompts of one forward pass (image-independent part)."""
         raise NotImplementedError

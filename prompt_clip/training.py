@@ -197,16 +197,17 @@ class TrainOutput:
     Args:
         global_step (`int`): batches processed in total (including those before a resume).
         epochs (`int`): epochs completed.
-        loss (`float`): mean training loss of the last epoch.
-        accuracy (`float`): training accuracy (%) of the last epoch.
+        loss (`float`, *optional*): mean training loss of the last epoch (None when this call trained no batch,
+            e.g. resuming a finished run).
+        accuracy (`float`, *optional*): training accuracy (%) of the last epoch (None likewise).
         train_time_s (`float`): wall-clock seconds of this call.
         images_per_second (`float`): training throughput of this call, all processes together.
     """
 
     global_step: int
     epochs: int
-    loss: float
-    accuracy: float
+    loss: float | None
+    accuracy: float | None
     train_time_s: float
     images_per_second: float
 
@@ -540,8 +541,8 @@ class PromptTrainer:
         return TrainOutput(
             global_step=self.global_step,
             epochs=self.epoch,
-            loss=loss_sum / seen if seen else float("nan"),
-            accuracy=100.0 * correct / seen if seen else float("nan"),
+            loss=loss_sum / seen if seen else None,
+            accuracy=100.0 * correct / seen if seen else None,
             train_time_s=elapsed,
             images_per_second=images_seen / elapsed if elapsed > 0 else float("nan"),
         )

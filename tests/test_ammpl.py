@@ -163,7 +163,8 @@ def test_class_specific_cannot_change_the_class_count(tokenizer):
     model = build(small(), tokenizer)
     with pytest.raises(ValueError, match="mask_mode='shared'"):
         model.set_classnames(["cat", "dog"])
-    model.set_classnames(["a", "b", "c", "d"])  # same count: allowed (renaming)
+    with pytest.raises(ValueError, match="other classes"):  # same count, other classes: refused too
+        model.set_classnames(["a", "b", "c", "d"])
 
 
 def test_shared_version_transfers_to_new_classes(tokenizer, images):

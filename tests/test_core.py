@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from prompt_clip import (
+    AMMPLConfig,
     CoOpConfig,
     MaPLeConfig,
     PromptConfig,
@@ -171,6 +172,24 @@ def test_class_specific_context_cannot_change_the_class_count(tokenizer):
     model = build(CoOpConfig(n_ctx=2, class_specific=True), tokenizer)
     with pytest.raises(ValueError, match="learned a context for 4 classes and cannot predict 2"):
         model.set_classnames(["cat", "dog"])
+
+
+@pytest.mark.parametrize(
+    "config", [CoOpConfig(n_ctx=2, class_specific=True), AMMPLConfig(n_ctx=2)], ids=["coop", "ammpl"]
+)
+def test_class_specific_parameters_refuse_other_classes_of_the_same_count(config, tokenizer, images, tmp_path):
+    model = build(config, tokenizer)
+    model.set_classnames(CLASSNAMES)  # the same classes again: fine
+    with pytest.raises(ValueError, match="class 0 is 'cat', not 'dog'"):
+        model.set_classnames(["dog", "cat", "golden_retriever", "sea lion"])
+    with pytest.raises(ValueError, match="class 3 is 'sea lion', not 'zebra'"):
+        model.set_classnames(["cat", "dog", "golden_retriever", "zebra"])
+    model.save_pretrained(tmp_path)
+    loaded = PromptModel.from_pretrained(make_tiny_clip(), tmp_path, tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="other classes"):
+        loaded.set_classnames(["a", "b", "c", "d"])
+    loaded.set_classnames(CLASSNAMES)
+    assert torch.equal(loaded(images).logits, model.eval()(images).logits)
 
 
 @pytest.fixture

@@ -198,6 +198,8 @@ class AMMPLLearner(PromptLearner):
                 f"predict {count}. Use the classes it was trained on, or mask_mode='shared' (the paper's "
                 "alternative version) to transfer to new classes."
             )
+        if specific:
+            self.bind_classnames(classnames, "class-specific AMMPL")
         if self.config.class_specific_context and self.ctx is None:
             device = self._device_anchor.device
             ctx = self._initial_ctx.unsqueeze(0).repeat(count, 1, 1)

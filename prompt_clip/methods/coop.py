@@ -76,6 +76,7 @@ class CoOpLearner(PromptLearner):
                 f"This class-specific CoOp learned a context for {self.ctx.shape[0]} classes and cannot predict "
                 f"{len(classnames)}. Use the classes it was trained on, or class_specific=False to transfer."
             )
+        self.bind_classnames(classnames, "class-specific CoOp")
 
     def prompts(self) -> Prompts:
         if self.ctx is None:
