@@ -288,11 +288,11 @@ class PromptTrainer:
         self.train_dataset = train_dataset
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.objective = objective if objective is not None else build_objective(self.config)
-        # Autocast is applied here rather than by accelerate, which would patch the model's forward in place.
-        # Accumulation is handled here too, grouped per epoch, so that a resumed run groups batches identically.
-        # A model on the CPU stays there: accelerate then runs several processes (torchrun-style launch) over gloo.
-        # Precision is fixed explicitly (and backward is called directly) so that ACCELERATE_* variables set by
-        # `accelerate launch` cannot add a second autocast, loss scaling or loss division to this trainer's own.
+        # accelerate only places the model, shards the batches and wraps DDP. Autocast (accelerate's would patch
+        # the model's forward in place) and accumulation (grouped per epoch, so that a resumed run groups batches
+        # identically) are done here; precision is fixed to "no" and backward called directly, so that ACCELERATE_*
+        # variables exported by `accelerate launch` cannot add a second autocast, scaling or loss division. A model
+        # on the CPU stays there: several launched processes then form a gloo group.
         self.accelerator = accelerator or Accelerator(
             mixed_precision="no", rng_types=[], cpu=model.device.type == "cpu"
         )
