@@ -105,9 +105,9 @@ _RECIPES: dict[str, _RecipeSpec] = {
     # follows CoCoOp where a value is missing. Not in METHODS.md: our choice, see docs/training.md.
     "vp": _RecipeSpec(lambda p: VPConfig(), lambda p: _sgd(1.0, 32, 20), "not in METHODS.md; chosen: SGD 1.0, 20 ep"),
     "ivlp": _RecipeSpec(
-        lambda p: IVLPConfig(n_text_ctx=2, n_vision_ctx=2, text_depth=9, vision_depth=9),
+        lambda p: IVLPConfig(n_text_ctx=2, n_vision_ctx=2, text_depth=12, vision_depth=12),
         lambda p: _sgd(0.0035, 4, 5),
-        "IVLP (MaPLe paper): SGD 0.0035, batch 4, 5 ep",
+        "IVLP 2+2 x 12 (30,720 params, METHODS.md): SGD 0.0035, batch 4, 5 ep",
     ),
     "dlp": _RecipeSpec(lambda p: DLPConfig(), lambda p: _sgd(0.0035, 4, 5), "DLP = IVLP's text half"),
     "maple": _RecipeSpec(_maple_config, _maple_training, "MaPLe: SGD 0.0035, batch 4, 5 ep; transfer J=3, 0.0026, 2"),
