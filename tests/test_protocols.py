@@ -200,6 +200,7 @@ def test_sweeps_into_one_folder_add_up(tokenizer, data_root, tmp_path):
     assert sorted(r["method"] for r in load_results(tmp_path)) == ["coop", "zeroshot"]
 
 
+@pytest.mark.filterwarnings("ignore:ImageNet val")  # the fixture's ImageNet has one validation image per class
 def test_transfer_evaluates_each_target_with_its_own_template(tokenizer, data_root, imagenet_family):
     clip = make_tiny_clip()
     eurosat = load_dataset("EuroSAT", data_root)
