@@ -120,6 +120,13 @@ class ProtocolRunner:
     ) -> None:
         if not seeds:
             raise ValueError("ProtocolRunner needs at least one seed, e.g. seeds=(1, 2, 3).")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # Every process would evaluate everything and write the same run files: refuse rather than race.
+            raise ValueError(
+                "ProtocolRunner runs in one process, but this one was started with WORLD_SIZE="
+                f"{os.environ['WORLD_SIZE']} (accelerate launch / torchrun). Run it with plain `python` (one GPU), "
+                "or split a sweep across GPUs by starting one process per GPU with other methods or datasets."
+            )
         self.clip = clip
         self.tokenizer = tokenizer
         self.data_root = Path(data_root) if data_root is not None else None

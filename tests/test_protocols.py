@@ -177,6 +177,12 @@ def test_a_broken_dataset_fails_before_any_training(tokenizer, data_root, tmp_pa
         runner(tokenizer, broken).base_to_novel("coop", "EuroSAT")
 
 
+def test_runner_refuses_to_run_in_several_processes(tokenizer, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="WORLD_SIZE=2"):
+        ProtocolRunner(make_tiny_clip(), tokenizer)
+
+
 def test_runner_needs_seeds_and_a_data_root_for_names(tokenizer):
     with pytest.raises(ValueError, match="seed"):
         ProtocolRunner(make_tiny_clip(), tokenizer, seeds=())
