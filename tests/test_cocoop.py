@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import CLIPConfig, CLIPModel
 
 from prompt_clip import Prompts, get_prompt_model
 from prompt_clip.methods.cocoop import CoCoOpConfig
@@ -93,19 +92,10 @@ def test_meta_net_reduction_beyond_the_projection_is_refused(tokenizer):
         CoCoOpConfig(meta_net_reduction=0)
 
 
-def test_vit_b16_trainable_parameter_count(tokenizer):
-    config = CLIPConfig(
-        text_config={"hidden_size": 512, "intermediate_size": 2048, "num_attention_heads": 8, "num_hidden_layers": 12},
-        vision_config={
-            "hidden_size": 768,
-            "intermediate_size": 3072,
-            "num_attention_heads": 12,
-            "num_hidden_layers": 12,
-            "image_size": 224,
-            "patch_size": 16,
-        },
-        projection_dim=512,
-    )
-    model = get_prompt_model(CLIPModel(config).eval(), CoCoOpConfig(), tokenizer=tokenizer, classnames=CLASSNAMES)
-    # ctx 4 x 512 + Linear(512 -> 32) + Linear(32 -> 512)
-    assert model.get_nb_trainable_parameters()[0] == 4 * 512 + (512 * 32 + 32) + (32 * 512 + 512) == 35_360
+def test_vit_b16_trainable_parameter_count(tokenizer, vit_b16_clip):
+    model = get_prompt_model(vit_b16_clip, CoCoOpConfig(), tokenizer=tokenizer, classnames=CLASSNAMES)
+    try:
+        # ctx 4 x 512 + Linear(512 -> 32) + Linear(32 -> 512)
+        assert model.get_nb_trainable_parameters()[0] == 4 * 512 + (512 * 32 + 32) + (32 * 512 + 512) == 35_360
+    finally:
+        model.unload()  # the CLIP is shared by the session

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import CLIPConfig, CLIPModel
 
 from prompt_clip import get_prompt_model
 from prompt_clip.methods.vp import VPConfig
@@ -109,19 +108,10 @@ def test_pad_size_must_be_positive():
         VPConfig(pad_size=0)
 
 
-def test_vit_b16_trainable_parameter_count(tokenizer):
-    config = CLIPConfig(
-        text_config={"hidden_size": 512, "intermediate_size": 2048, "num_attention_heads": 8, "num_hidden_layers": 12},
-        vision_config={
-            "hidden_size": 768,
-            "intermediate_size": 3072,
-            "num_attention_heads": 12,
-            "num_hidden_layers": 12,
-            "image_size": 224,
-            "patch_size": 16,
-        },
-        projection_dim=512,
-    )
-    model = get_prompt_model(CLIPModel(config).eval(), VPConfig(), tokenizer=tokenizer, classnames=CLASSNAMES)
-    # 2 x (3 x 30 x 224) + 2 x (3 x 164 x 30): the 69.8K of Bahng et al.
-    assert model.get_nb_trainable_parameters()[0] == 69_840
+def test_vit_b16_trainable_parameter_count(tokenizer, vit_b16_clip):
+    model = get_prompt_model(vit_b16_clip, VPConfig(), tokenizer=tokenizer, classnames=CLASSNAMES)
+    try:
+        # 2 x (3 x 30 x 224) + 2 x (3 x 164 x 30): the 69.8K of Bahng et al.
+        assert model.get_nb_trainable_parameters()[0] == 69_840
+    finally:
+        model.unload()  # the CLIP is shared by the session
