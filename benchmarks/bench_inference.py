@@ -69,6 +69,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from bench_threads import add_threads_argument, set_threads
 from clip_shapes import tiny_config, vit_b16_config
 from transformers import CLIPConfig, CLIPModel
 
@@ -439,25 +440,12 @@ def profile_tiny(tokenizer, seed: int, calls: int = 1800) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and smaller ViT-B/16 batches")
-    parser.add_argument(
-        "--threads",
-        default="auto",
-        help="torch.set_num_threads: a number, 'default' (torch's own), or 'auto' (the default: torch's own on an "
-        "idle machine, 1 when the load average is 0.5 or more)",
-    )
+    add_threads_argument(parser)
     parser.add_argument("--only", choices=["tiny", "ViT-B/16"], default=None, help="run one shape only")
     parser.add_argument("--profile", action="store_true", help="also time the parts of the tiny CoOp forward")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    load = os.getloadavg()[0]
-    if args.threads == "auto":
-        threads = torch.get_num_threads() if load < 0.5 else 1
-        why = "torch's default, machine idle" if load < 0.5 else "--threads auto: machine busy"
-    elif args.threads == "default":
-        threads, why = torch.get_num_threads(), "torch's default"
-    else:
-        threads, why = int(args.threads), "--threads"
-    torch.set_num_threads(threads)
+    threads, why, load = set_threads(args.threads)
 
     start = time.perf_counter()
     print(

@@ -73,6 +73,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from bench_threads import add_threads_argument, set_threads
 from clip_shapes import random_clip, tiny_config, vit_b16_config
 from transformers import CLIPConfig, CLIPModel
 
@@ -347,12 +348,7 @@ def table(shape: Shape, rows: list[Row]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps; ViT-B/16 at batch 1, instrumented only")
-    parser.add_argument(
-        "--threads",
-        default="auto",
-        help="torch.set_num_threads: a number, 'default' (torch's own), or 'auto' (the default: torch's own on an "
-        "idle machine, 1 when the load average is 0.5 or more)",
-    )
+    add_threads_argument(parser)
     parser.add_argument("--only", choices=["small", "ViT-B/16"], default=None, help="run one shape only")
     parser.add_argument("--methods", default=None, help="comma-separated recipe names (default: every recipe)")
     parser.add_argument("--batch-size", type=int, default=None, help="images per step on every shape")
@@ -370,15 +366,7 @@ def main() -> None:
             parser.error(f"unknown recipe(s) {unknown}; choose from {', '.join(list_recipes())}")
         if "coop" not in methods:
             print("note: without coop in --methods the 'x CoOp' column is empty")
-    load = os.getloadavg()[0]
-    if args.threads == "auto":
-        threads = torch.get_num_threads() if load < 0.5 else 1
-        why = "torch's default, machine idle" if load < 0.5 else "--threads auto: machine busy"
-    elif args.threads == "default":
-        threads, why = torch.get_num_threads(), "torch's default"
-    else:
-        threads, why = int(args.threads), "--threads"
-    torch.set_num_threads(threads)
+    threads, why, load = set_threads(args.threads)
 
     start = time.perf_counter()
     print(
