@@ -180,10 +180,9 @@ def _load_splits(args: argparse.Namespace) -> Any:
 def _transforms(clip: Any, processor: Any) -> tuple[Any, Any]:
     from .data import ImageTransform
 
-    if processor is not None:
-        return ImageTransform.from_processor(processor, train=True), ImageTransform.from_processor(processor, False)
-    return ImageTransform.from_clip_config(clip.config, train=True), ImageTransform.from_clip_config(
-        clip.config, False
+    return (
+        ImageTransform.for_model(clip.config, processor, train=True),
+        ImageTransform.for_model(clip.config, processor, train=False),
     )
 
 

@@ -140,12 +140,10 @@ class ProtocolRunner:
         self.save_adapters = save_adapters
         self.scale_depth = scale_depth
         self.progress = progress
-        if image_processor is not None:
-            self.train_transform = ImageTransform.from_processor(image_processor, train=True, **train_transform_kwargs)
-            self.test_transform = ImageTransform.from_processor(image_processor, train=False)
-        else:
-            self.train_transform = ImageTransform.from_clip_config(clip.config, train=True, **train_transform_kwargs)
-            self.test_transform = ImageTransform.from_clip_config(clip.config, train=False)
+        self.train_transform = ImageTransform.for_model(
+            clip.config, image_processor, train=True, **train_transform_kwargs
+        )
+        self.test_transform = ImageTransform.for_model(clip.config, image_processor, train=False)
         self.records: list[dict[str, Any]] = []
         self._datasets: dict[str, DatasetSplits] = {}
         self._clip_digest_value: str | None = None
@@ -449,6 +447,8 @@ class ProtocolRunner:
         name = self._method_name(method)
         zero_shot = name == ZERO_SHOT
         recipe = None if zero_shot else self.recipe(method, protocol, source_splits.name)
+        # One digest per target (it hashes the whole test split), shared by every seed.
+        eval_fingerprints = {target.name: self._eval_fingerprint(target) for target in evaluated}
         records = []
         for seed in self.seeds:
             run_dir = self._run_dir(protocol, source_splits.name, name, f"shots{self.shots}-seed{seed}")
@@ -459,7 +459,7 @@ class ProtocolRunner:
                 for r in self._saved_records(run_dir, fingerprint)
                 if r.get("protocol") == protocol
             }
-            missing = [t for t in evaluated if (t.name, self._eval_fingerprint(t)) not in saved]
+            missing = [t for t in evaluated if (t.name, eval_fingerprints[t.name]) not in saved]
             new = {}
             if missing:
                 model, info = self._trained_model(recipe, train, seed, run_dir, fingerprint)
@@ -478,11 +478,11 @@ class ProtocolRunner:
                             "eval_time_s": round(time.perf_counter() - start, 3),
                             **info,
                             "fingerprint": fingerprint,
-                            "eval_fingerprint": self._eval_fingerprint(target),
+                            "eval_fingerprint": eval_fingerprints[target.name],
                         }
                 finally:
                     model.unload()
-            run_records = [new.get(t.name) or saved[(t.name, self._eval_fingerprint(t))] for t in evaluated]
+            run_records = [new.get(t.name) or saved[(t.name, eval_fingerprints[t.name])] for t in evaluated]
             # Records of targets not asked for this time stay in the run's file.
             kept = [r for key, r in saved.items() if key[0] not in {t.name for t in evaluated}]
             records += self._store(run_dir, run_records, also_in_file=kept)

@@ -93,6 +93,21 @@ class ImageTransform:
         vision_config = getattr(clip_config, "vision_config", clip_config)
         return cls(vision_config.image_size, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, train=train, **kwargs)
 
+    @classmethod
+    def for_model(cls, clip_config: Any, image_processor: Any = None, *, train: bool, **kwargs: Any) -> ImageTransform:
+        """From the model's image processor when there is one (`from_processor`), else from its config
+        (`from_clip_config`).
+
+        Args:
+            clip_config: the CLIP's config (`clip.config`).
+            image_processor (*optional*): the model's image processor.
+            train (`bool`): training augmentation or test pre-processing.
+            kwargs: forwarded to `ImageTransform` (e.g. `scale`).
+        """
+        if image_processor is not None:
+            return cls.from_processor(image_processor, train, **kwargs)
+        return cls.from_clip_config(clip_config, train, **kwargs)
+
     def __call__(self, image: Image, rng: random.Random | None = None) -> torch.Tensor:
         """Pre-processes one image.
 
