@@ -227,12 +227,19 @@ class ProtocolRunner:
             return None
         return self.output_dir.joinpath("runs", *(str(part) for part in parts))
 
-    def _saved_records(self, run_dir: Path | None, fingerprint: str) -> list[dict[str, Any]]:
-        """The records a finished run wrote with this training fingerprint (empty when none or not reusing)."""
+    def _saved_records(
+        self, run_dir: Path | None, fingerprint: str, eval_fingerprint: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The records a finished run wrote with this training fingerprint (and evaluation fingerprint, when
+        given); empty when there are none or results are not reused."""
         if run_dir is None or not self.reuse_results or not (run_dir / "result.json").is_file():
             return []
         records = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
-        return [record for record in records if record.get("fingerprint") == fingerprint]
+        return [
+            record
+            for record in records
+            if record.get("fingerprint") == fingerprint and eval_fingerprint in (None, record.get("eval_fingerprint"))
+        ]
 
     def _store(
         self, run_dir: Path | None, records: list[dict[str, Any]], also_in_file: Sequence[dict[str, Any]] = ()
@@ -349,7 +356,7 @@ class ProtocolRunner:
             run_dir = self._run_dir("base_to_novel", full.name, name, f"shots{self.shots}-seed{seed}")
             train = self._few_shot(base, self.shots, seed)
             fingerprint = self._train_fingerprint(recipe, train, seed)
-            saved = [r for r in self._saved_records(run_dir, fingerprint) if r["eval_fingerprint"] == eval_fingerprint]
+            saved = self._saved_records(run_dir, fingerprint, eval_fingerprint)
             if saved:
                 records += self._store(None, saved)
                 continue
@@ -397,9 +404,7 @@ class ProtocolRunner:
                 run_dir = self._run_dir("few_shot", full.name, name, f"shots{k}-seed{seed}")
                 train = self._few_shot(full, k, seed)
                 fingerprint = self._train_fingerprint(recipe, train, seed)
-                saved = [
-                    r for r in self._saved_records(run_dir, fingerprint) if r["eval_fingerprint"] == eval_fingerprint
-                ]
+                saved = self._saved_records(run_dir, fingerprint, eval_fingerprint)
                 if saved:
                     records += self._store(None, saved)
                     continue

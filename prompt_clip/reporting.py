@@ -287,21 +287,18 @@ def render_transfer(records: Iterable[dict[str, Any]], protocol: str = "cross_da
     records = [r for r in records if r.get("protocol") == protocol]
     title = "Cross-dataset transfer" if protocol == "cross_dataset" else "Domain generalisation"
     sections = []
-    for suffix, source, rows_of in [
-        (suffix, source, [r for r in group if r["source"] == source])
-        for suffix, group in _by_shots(records)
-        for source in dict.fromkeys(r["source"] for r in group)
-    ]:
-        targets = [d for d in dict.fromkeys(r["dataset"] for r in rows_of) if d != source]
-        rows = []
-        for method in _ordered(r["method"] for r in rows_of):
-            group = _group([r for r in rows_of if r["method"] == method], "dataset")
-            cells = [_cell([r["accuracy"] for r in group.get((d,), [])]) for d in [source, *targets]]
-            means = [statistics.fmean(r["accuracy"] for r in group[(d,)]) for d in targets if (d,) in group]
-            average = f"{statistics.fmean(means):.2f}" if means else "–"
-            rows.append([method_label(method), *cells, average])
-        header = ["Method", f"{source} (source)", *targets, "Average"]
-        sections += [f"### {title} from {source}{suffix}", "", _markdown(header, rows), ""]
+    for suffix, group_of_shots in _by_shots(records):
+        for (source,), rows_of in _group(group_of_shots, "source").items():
+            targets = [d for d in dict.fromkeys(r["dataset"] for r in rows_of) if d != source]
+            rows = []
+            for method in _ordered(r["method"] for r in rows_of):
+                group = _group([r for r in rows_of if r["method"] == method], "dataset")
+                cells = [_cell([r["accuracy"] for r in group.get((d,), [])]) for d in [source, *targets]]
+                means = [statistics.fmean(r["accuracy"] for r in group[(d,)]) for d in targets if (d,) in group]
+                average = f"{statistics.fmean(means):.2f}" if means else "–"
+                rows.append([method_label(method), *cells, average])
+            header = ["Method", f"{source} (source)", *targets, "Average"]
+            sections += [f"### {title} from {source}{suffix}", "", _markdown(header, rows), ""]
     return "\n".join(sections)
 
 

@@ -238,6 +238,11 @@ def _unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str,
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def _checkpoint_step(path: Path) -> int:
+    """The global step in a checkpoint folder's name (`checkpoint-<step>`)."""
+    return int(path.name[len(CHECKPOINT_PREFIX) :])
+
+
 def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     """Complete checkpoints in `output_dir`, oldest first (a checkpoint is complete once its folder is renamed)."""
     folder = Path(output_dir)
@@ -248,7 +253,7 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
         for path in folder.iterdir()
         if path.is_dir() and path.name.startswith(CHECKPOINT_PREFIX) and (path / TRAINER_STATE_NAME).is_file()
     ]
-    return sorted(found, key=lambda path: int(path.name[len(CHECKPOINT_PREFIX) :]))
+    return sorted(found, key=_checkpoint_step)
 
 
 class PromptTrainer:
@@ -376,9 +381,8 @@ class PromptTrainer:
         """Keeps the newest `keep_checkpoints` of this run; drops later-numbered ones of an abandoned timeline
         (left behind when the run resumed from an older checkpoint)."""
         found = list_checkpoints(self.output_dir)
-        step = lambda path: int(path.name[len(CHECKPOINT_PREFIX) :])  # noqa: E731
-        stale = [path for path in found if step(path) > self.global_step]
-        current = [path for path in found if step(path) <= self.global_step]
+        stale = [path for path in found if _checkpoint_step(path) > self.global_step]
+        current = [path for path in found if _checkpoint_step(path) <= self.global_step]
         for path in stale + current[: -self.config.keep_checkpoints]:
             shutil.rmtree(path, ignore_errors=True)
 
