@@ -78,14 +78,14 @@ from clip_shapes import random_clip, tiny_config, vit_b16_config
 from transformers import CLIPConfig, CLIPModel
 
 from prompt_clip import ClipShape, PromptConfig, PromptModel, get_prompt_model
-from prompt_clip.data.catalog import EUROSAT_RENAMES
+from prompt_clip.data import get_dataset_info
 from prompt_clip.objectives import Objective
 from prompt_clip.recipes import get_recipe, list_recipes, scale_to_clip
 from prompt_clip.tokenization import openai_clip_tokenizer
 from prompt_clip.training import TrainingConfig, build_objective, build_optimizer
 
 #: EuroSAT's 10 class names as the field's loaders rename them ("Annual Crop Land", ...).
-CLASSNAMES = list(EUROSAT_RENAMES.values())
+CLASSNAMES = list(get_dataset_info("EuroSAT").renames.values())
 
 
 def classnames(count: int) -> list[str]:

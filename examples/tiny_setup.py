@@ -28,21 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 # The CLIP shapes are defined once, in benchmarks/clip_shapes.py.
 sys.path.insert(0, str(ROOT))
 from benchmarks.clip_shapes import save_random_clip, tiny_config  # noqa: E402
+from prompt_clip.data import get_dataset_info  # noqa: E402
 
 IMAGE_FOLDER_CLASSES = ("red_square", "green_field", "blue_water", "yellow_sand")
-#: EuroSAT's raw folder and class names; the loader renames them ("AnnualCrop" -> "Annual Crop Land").
-EUROSAT_CLASSES = (
-    "AnnualCrop",
-    "Forest",
-    "HerbaceousVegetation",
-    "Highway",
-    "Industrial",
-    "Pasture",
-    "PermanentCrop",
-    "Residential",
-    "River",
-    "SeaLake",
-)
+#: EuroSAT's raw folder and class names, from the dataset catalog; the loader renames them
+#: ("AnnualCrop" -> "Annual Crop Land").
+EUROSAT_CLASSES = tuple(get_dataset_info("EuroSAT").renames)
 
 
 def class_image(label: int, num_classes: int, rng: random.Random, size: int = 40):
